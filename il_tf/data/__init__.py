@@ -1,0 +1,1 @@
+"""Learners' data: sources, augmentation and tf.data pipelines."""

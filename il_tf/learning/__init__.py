@@ -1,0 +1,1 @@
+"""Interleaving schedules, hypergradient methods and the search loop."""

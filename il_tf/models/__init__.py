@@ -1,0 +1,1 @@
+"""Per-learner heads and networks built from genotypes."""

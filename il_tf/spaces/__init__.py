@@ -1,0 +1,1 @@
+"""Search spaces: candidate operations, supernets and genotypes."""
