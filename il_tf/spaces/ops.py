@@ -1,0 +1,378 @@
+"""Candidate operations of the DARTS-family search spaces, as Keras layers (NHWC).
+
+All spatial ops pad symmetrically by ``dilation * (kernel - 1) // 2`` (as the
+reference PyTorch code does), so a stride-2 op maps an H×W input to
+ceil(H/2)×ceil(W/2) for any H, W, odd sizes included, and every op on an edge
+samples the same input positions.
+
+Every op here has exact second-order gradients in graph mode (the unrolled
+hypergradient differentiates through gradients): max-pooling is written as a
+maximum over shifted slices because ``tf.nn.max_pool2d``'s double gradient is
+wrong inside ``tf.function`` on CPU, and the search-time batch normalization
+computes its moments without ``tf.nn.moments``' ``stop_gradient``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+BN_EPSILON = 1e-5
+# PyTorch's BatchNorm2d momentum 0.1 == Keras momentum 0.9.
+BN_MOMENTUM = 0.9
+
+
+def _pad_amount(kernel_size: int, dilation: int = 1) -> int:
+    return dilation * (kernel_size - 1) // 2
+
+
+def symmetric_pad(x: tf.Tensor, amount: int, value: float = 0.0) -> tf.Tensor:
+    """Pads the two spatial axes of an NHWC tensor by ``amount`` on each side."""
+    if amount == 0:
+        return x
+    return tf.pad(x, [[0, 0], [amount, amount], [amount, amount], [0, 0]], constant_values=value)
+
+
+def max_pool(x: tf.Tensor, pool_size: int = 3, stride: int = 1) -> tf.Tensor:
+    """Max-pooling with symmetric padding whose double gradient is exact.
+
+    ``tf.nn.max_pool2d``'s second-order gradient is wrong inside ``tf.function`` on
+    CPU, and ``max_pool_with_argmax`` has none; the gradient here routes the
+    incoming gradient to the argmax positions with differentiable ops instead.
+    """
+    low = -6e4 if x.dtype == tf.float16 else -1e9
+    padded = symmetric_pad(x, _pad_amount(pool_size), value=low)
+
+    @tf.custom_gradient
+    def pool(inputs):
+        y, argmax = tf.nn.max_pool_with_argmax(
+            inputs, pool_size, stride, "VALID", include_batch_in_index=True
+        )
+
+        def grad(upstream):
+            flat = tf.math.unsorted_segment_sum(
+                tf.reshape(upstream, [-1]),
+                tf.reshape(argmax, [-1]),
+                tf.size(inputs, out_type=argmax.dtype),
+            )
+            return tf.reshape(flat, tf.shape(inputs))
+
+        return y, grad
+
+    return pool(padded)
+
+
+def avg_pool(x: tf.Tensor, pool_size: int = 3, stride: int = 1) -> tf.Tensor:
+    """Average pooling that ignores the padding (PyTorch ``count_include_pad=False``)."""
+    p = _pad_amount(pool_size)
+    summed = tf.nn.avg_pool2d(symmetric_pad(x, p), pool_size, stride, "VALID")
+    h, w = x.shape[1], x.shape[2]
+    if p == 0:
+        return summed
+    # The number of real (unpadded) inputs under each window; a constant of the shape.
+    ones = tf.ones([1, h, w, 1], dtype=x.dtype)
+    counts = tf.nn.avg_pool2d(symmetric_pad(ones, p), pool_size, stride, "VALID")
+    return summed / counts
+
+
+class SearchBatchNorm(keras.layers.Layer):
+    """Batch normalization without affine parameters that always uses batch statistics.
+
+    This is the BN of DARTS search networks. Unlike ``tf.nn.moments`` it keeps the
+    gradient of the mean inside the variance, so second-order gradients are exact.
+    Under a ``tf.distribute`` strategy the moments are taken over the global batch
+    (synchronized), so N replicas compute what one device computes on the whole
+    batch; ``synchronized=False`` uses per-replica moments, saving one all-reduce
+    per layer.
+    """
+
+    def __init__(self, epsilon: float = BN_EPSILON, synchronized: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.synchronized = synchronized
+
+    def call(self, x):
+        axes = [0, 1, 2]
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if self.synchronized and replicas > 1:
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+            local = tf.concat(
+                [tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes), count[None]], 0
+            )
+            total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+            channels = tf.shape(x)[-1]
+            n = total[-1]
+            mean = total[:channels] / n
+            var = total[channels : 2 * channels] / n - tf.square(mean)
+        elif x.dtype in (tf.float32, tf.float16, tf.bfloat16):
+            # One fused op instead of ~10: a much smaller graph, and its gradient
+            # of gradient is exact (checked against float64 in the tests).
+            channels = x.shape[-1]
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x,
+                tf.ones([channels], tf.float32),
+                tf.zeros([channels], tf.float32),
+                epsilon=self.epsilon,
+                is_training=True,
+            )
+            return y
+        else:
+            mean = tf.reduce_mean(x, axes)
+            var = tf.reduce_mean(tf.square(x - mean), axes)
+        return (x - mean) * tf.math.rsqrt(var + self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon, "synchronized": self.synchronized}
+
+
+def batch_norm(search: bool, name: str | None = None) -> keras.layers.Layer:
+    """The BN of search networks (no affine, batch statistics) or of final networks."""
+    if search:
+        return SearchBatchNorm(name=name)
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+class Conv(keras.layers.Layer):
+    """A bias-free 2-D convolution (dense or depthwise) with symmetric padding."""
+
+    def __init__(
+        self,
+        filters: int | None,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        depthwise: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not depthwise and filters is None:
+            raise ValueError("a dense Conv needs `filters`")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.depthwise = depthwise
+
+    def build(self, input_shape):
+        cin = int(input_shape[-1])
+        k = self.kernel_size
+        shape = (k, k, cin, 1) if self.depthwise else (k, k, cin, self.filters)
+        self.kernel = self.add_weight(
+            name="kernel", shape=shape, initializer=keras.initializers.HeNormal(), trainable=True
+        )
+
+    def call(self, x):
+        p = _pad_amount(self.kernel_size, self.dilation)
+        s, d = self.stride, self.dilation
+        kernel = tf.cast(self.kernel, x.dtype)
+        if s == 1:
+            # Stride 1: TF's SAME padding is symmetric for odd effective kernels.
+            padding, x_in = "SAME", x
+        else:
+            padding, x_in = "VALID", symmetric_pad(x, p)
+        if self.depthwise:
+            if s > 1 and d > 1:
+                # TF's depthwise conv cannot combine stride and dilation: subsample.
+                y = tf.nn.depthwise_conv2d(x_in, kernel, [1, 1, 1, 1], padding, dilations=[d, d])
+                return y[:, ::s, ::s, :]
+            return tf.nn.depthwise_conv2d(x_in, kernel, [1, s, s, 1], padding, dilations=[d, d])
+        return tf.nn.conv2d(x_in, kernel, s, padding, dilations=d)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "dilation": self.dilation,
+            "depthwise": self.depthwise,
+        }
+
+
+class Sequential(keras.layers.Layer):
+    """Applies a list of layers (or plain functions) in order."""
+
+    def __init__(self, steps: list, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+
+    def build(self, input_shape=None):
+        # Sub-layers build on first call; without this Keras would trace `call`
+        # symbolically once per nesting level just to build (slow first calls).
+        self.built = True
+
+    def call(self, x):
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
+# The nonlinearity of every op. ReLU is DARTS's; a smooth one (softplus) makes the
+# search objective differentiable everywhere, which finite-difference checks need.
+ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "relu": tf.nn.relu,
+    "softplus": tf.nn.softplus,
+    "swish": tf.nn.silu,
+    "gelu": tf.nn.gelu,
+}
+
+
+def get_activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The activation function called ``name``."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def relu_conv_bn(
+    c_out: int,
+    kernel_size: int,
+    stride: int,
+    search: bool,
+    activation: str = "relu",
+    name: str | None = None,
+) -> Sequential:
+    """ReLU → convolution → BN, the DARTS preprocessing block."""
+    return Sequential(
+        [get_activation(activation), Conv(c_out, kernel_size, stride), batch_norm(search)],
+        name=name,
+    )
+
+
+def sep_conv(
+    c: int, kernel_size: int, stride: int, search: bool, activation: str = "relu"
+) -> Sequential:
+    """DARTS separable convolution: (ReLU, depthwise, pointwise, BN) applied twice."""
+    act = get_activation(activation)
+    return Sequential(
+        [
+            act,
+            Conv(None, kernel_size, stride, depthwise=True),
+            Conv(c, 1),
+            batch_norm(search),
+            act,
+            Conv(None, kernel_size, 1, depthwise=True),
+            Conv(c, 1),
+            batch_norm(search),
+        ]
+    )
+
+
+def dil_conv(
+    c: int, kernel_size: int, stride: int, search: bool, activation: str = "relu"
+) -> Sequential:
+    """DARTS dilated separable convolution (dilation 2): ReLU, depthwise, pointwise, BN."""
+    return Sequential(
+        [
+            get_activation(activation),
+            Conv(None, kernel_size, stride, dilation=2, depthwise=True),
+            Conv(c, 1),
+            batch_norm(search),
+        ]
+    )
+
+
+class FactorizedReduce(keras.layers.Layer):
+    """Halves the resolution with two stride-2 1×1 convs on offset grids (ReLU first)."""
+
+    def __init__(self, c_out: int, search: bool, activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        if c_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
+        self.activation = get_activation(activation)
+        self.conv_a = Conv(c_out // 2, 1, 2)
+        self.conv_b = Conv(c_out // 2, 1, 2)
+        self.bn = batch_norm(search)
+
+    def build(self, input_shape=None):
+        # Sub-layers build on first call; without this Keras would trace `call`
+        # symbolically once per nesting level just to build (slow first calls).
+        self.built = True
+
+    def call(self, x):
+        x = self.activation(x)
+        # Shift by one pixel; pad at the end so odd sizes give ceil(H/2) on both paths.
+        shifted = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :]
+        y = tf.concat([self.conv_a(x), self.conv_b(shifted)], axis=-1)
+        return self.bn(y)
+
+
+class Identity(keras.layers.Layer):
+    """Returns its input."""
+
+    def call(self, x):
+        return x
+
+
+class Zero(keras.layers.Layer):
+    """Returns zeros of the op's output shape (the `none` op)."""
+
+    def __init__(self, stride: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, x):
+        return tf.zeros_like(x[:, :: self.stride, :: self.stride, :])
+
+
+class Pool(keras.layers.Layer):
+    """3×3 max or average pooling, optionally followed by a (search) BN."""
+
+    def __init__(self, kind: str, stride: int, bn: keras.layers.Layer | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.stride = stride
+        self.bn = bn
+
+    def build(self, input_shape=None):
+        # Sub-layers build on first call; without this Keras would trace `call`
+        # symbolically once per nesting level just to build (slow first calls).
+        self.built = True
+
+    def call(self, x):
+        y = max_pool(x, 3, self.stride) if self.kind == "max" else avg_pool(x, 3, self.stride)
+        return self.bn(y) if self.bn is not None else y
+
+
+# (channels, stride, search, activation) -> layer
+OpFactory = Callable[[int, int, bool, str], keras.layers.Layer]
+
+
+def _skip(c: int, stride: int, search: bool, act: str) -> keras.layers.Layer:
+    return Identity() if stride == 1 else FactorizedReduce(c, search, act)
+
+
+def _pool(kind: str) -> OpFactory:
+    # DARTS puts a BN (no affine) after pooling inside the search network's mixed op.
+    return lambda c, stride, search, act: Pool(kind, stride, SearchBatchNorm() if search else None)
+
+
+OPS: dict[str, OpFactory] = {
+    "none": lambda c, stride, search, act: Zero(stride),
+    "max_pool_3x3": _pool("max"),
+    "avg_pool_3x3": _pool("avg"),
+    "skip_connect": _skip,
+    "sep_conv_3x3": lambda c, stride, search, act: sep_conv(c, 3, stride, search, act),
+    "sep_conv_5x5": lambda c, stride, search, act: sep_conv(c, 5, stride, search, act),
+    "dil_conv_3x3": lambda c, stride, search, act: dil_conv(c, 3, stride, search, act),
+    "dil_conv_5x5": lambda c, stride, search, act: dil_conv(c, 5, stride, search, act),
+}
+
+
+def make_op(
+    name: str, channels: int, stride: int, search: bool, activation: str = "relu"
+) -> keras.layers.Layer:
+    """Builds candidate operation ``name`` with ``channels`` in and out channels.
+
+    ``search=True`` gives the search-network form (BN without affine parameters on
+    batch statistics; BN after pooling), ``search=False`` the final-network form.
+    """
+    if name not in OPS:
+        raise ValueError(f"unknown operation {name!r}; known operations: {sorted(OPS)}")
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    get_activation(activation)
+    return OPS[name](channels, stride, search, activation)
