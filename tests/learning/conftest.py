@@ -1,0 +1,69 @@
+"""Tiny search models and float64 settings for the learning tests."""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from il_tf.learning.objective import SearchModel
+from il_tf.spaces.architecture import Architecture
+from il_tf.spaces.darts_supernet import DartsSupernet
+
+# Operations without kinks: with softplus activations the whole search objective
+# is smooth, so central finite differences converge.
+SMOOTH_OPS = ("none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3", "dil_conv_3x3")
+
+
+@contextlib.contextmanager
+def float_dtype(dtype: str):
+    """Creates Keras layers in ``dtype`` (floatx and the cached dtype policy both)."""
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(old_floatx)
+        keras.config.set_dtype_policy(old_policy)
+
+
+def build_tiny_model(
+    num_classes=(3, 4),
+    ops=SMOOTH_OPS,
+    activation="softplus",
+    channels=4,
+    num_cells=2,
+    image_size=8,
+    seed=0,
+    arch_scale=0.5,
+) -> SearchModel:
+    """A 2-cell supernet (one normal, one reduction cell) with one head per learner."""
+    keras.utils.set_random_seed(seed)
+    encoder = DartsSupernet(channels=channels, num_cells=num_cells, ops=ops, activation=activation)
+    arch = Architecture(encoder.arch_shapes(), seed=seed)
+    heads = [keras.layers.Dense(n) for n in num_classes]
+    dtype = keras.config.floatx()
+    features = encoder(tf.zeros((2, image_size, image_size, 3), dtype), arch.tensors())
+    for h in heads:
+        h(features)
+    rng = np.random.default_rng(seed)
+    # Logits away from uniform, so every op matters in the gradient.
+    for v in arch.arch_variables:
+        v.assign(arch_scale * rng.normal(size=v.shape))
+    return SearchModel(encoder, heads, arch)
+
+
+def random_batch(rng, num_classes, batch=4, image_size=8, dtype="float64"):
+    images = tf.constant(rng.normal(size=(batch, image_size, image_size, 3)).astype(dtype))
+    labels = tf.constant(rng.integers(0, num_classes, batch).astype(np.int32))
+    return images, labels
+
+
+@pytest.fixture
+def float64():
+    with float_dtype("float64"):
+        yield
