@@ -1,0 +1,79 @@
+"""Shared plumbing of the command-line tools: gin flags, workdirs, clear failures."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import gin
+from absl import flags, logging
+
+T = TypeVar("T")
+
+
+def define_gin_flags() -> None:
+    """Defines ``--gin_file`` and ``--gin_bindings`` (both repeatable)."""
+    flags.DEFINE_multi_string("gin_file", [], "gin config file(s), applied in order.")
+    flags.DEFINE_multi_string(
+        "gin_bindings", [], "gin bindings applied after the files, e.g. 'SearchConfig.epochs = 1'."
+    )
+
+
+def register_configurables() -> None:
+    """Imports every module that defines gin configurables, so configs can name them."""
+    import il_tf.data.learners  # noqa: F401
+    import il_tf.data.sources  # noqa: F401
+    import il_tf.distribute  # noqa: F401
+    import il_tf.learning.engine  # noqa: F401
+    import il_tf.learning.search  # noqa: F401
+    import il_tf.spaces.factories  # noqa: F401
+
+
+def fail(error: BaseException) -> NoReturn:
+    """Prints a one-line error (no traceback) and exits with status 1."""
+    logging.error("%s", error)
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> str:
+    """Parses gin files and bindings; returns the config text (exits on a bad config)."""
+    register_configurables()
+    for f in files:
+        if not Path(f).is_file():
+            fail(ValueError(f"gin file {f!r} does not exist"))
+    try:
+        gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
+    except (ValueError, KeyError, TypeError, SyntaxError) as e:
+        fail(ValueError(f"bad gin config: {e}"))
+    return gin.config_str()
+
+
+def configured(factory: Callable[[], T]) -> T:
+    """Calls a gin-configurable factory, turning gin's wrapped errors into clear ones."""
+    try:
+        return factory()
+    except ValueError:
+        raise
+    except TypeError as e:
+        raise ValueError(f"bad gin binding: {e}") from e
+
+
+def workdir_for(workdir: str | None, gin_files: Sequence[str], kind: str) -> Path:
+    """The given workdir, or a new ``runs/<config>-<time>`` one."""
+    if workdir:
+        return Path(workdir)
+    stem = Path(gin_files[-1]).stem if gin_files else kind
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{kind}-{stem}-{stamp}"
+
+
+def save_config(workdir: Path, config_text: str) -> None:
+    """Writes the operative gin config next to the run (kept from the first start)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.gin"
+    if not path.exists():
+        path.write_text(config_text)

@@ -1,0 +1,285 @@
+"""The search engine: variables, optimizers and the compiled steps of one search iteration.
+
+One iteration (DESIGN §1) is
+1. the architecture step: a hypergradient through the chain, applied with Adam;
+2. the weight steps: the real encoder goes through the same stages (SGD with
+   momentum, cosine schedule, clipping), each stage on its learners' batches,
+   each head updated by its own learner only.
+
+Gradients are computed inside ``strategy.run`` (summed across replicas there)
+and applied once, in cross-replica context, so that clipping sees the global
+gradient and no gradient is summed twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import gin
+import keras
+import tensorflow as tf
+
+from il_tf.learning import hypergradients, objective
+from il_tf.learning.objective import ChainSettings, LossStats, SearchModel
+from il_tf.learning.schedule import Schedule
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """Weight and architecture optimizers (DARTS search defaults, DESIGN §3)."""
+
+    weight_lr: float = 0.025
+    weight_lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    clip_norm: float = 5.0
+    arch_lr: float = 3e-4
+    arch_beta1: float = 0.5
+    arch_beta2: float = 0.999
+    arch_weight_decay: float = 1e-3
+
+    def __post_init__(self):
+        for name in ("weight_lr", "arch_lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_lr_min", "weight_decay", "clip_norm", "arch_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss or gradient became NaN or inf; the step was not applied."""
+
+
+def apply_updates(
+    strategy: tf.distribute.Strategy,
+    optimizer: keras.optimizers.Optimizer,
+    grads,
+    variables: Sequence[keras.Variable],
+) -> None:
+    """Applies already-summed gradients with a Keras optimizer, in cross-replica context.
+
+    ``optimizer.apply_gradients`` would sum the gradients over replicas once more
+    (and clip before summing); here each device applies its identical copy of the
+    global gradient through the optimizer's own ``update_step``.
+    """
+    lr = optimizer.learning_rate
+    for grad, variable in zip(grads, variables, strict=True):
+        strategy.extended.update(
+            variable.value,
+            lambda var, g: optimizer.update_step(g, var, lr),
+            args=(grad,),
+            group=False,
+        )
+    optimizer.iterations.assign_add(1)
+
+
+def _stats_to_host(strategy, stats: Sequence[LossStats]):
+    """Sums per-replica loss statistics over replicas (cross-replica context)."""
+    return [
+        LossStats(
+            *(
+                strategy.reduce(tf.distribute.ReduceOp.SUM, getattr(s, f), axis=None)
+                for f in ("loss_sum", "correct", "count")
+            )
+        )
+        for s in stats
+    ]
+
+
+class SearchEngine:
+    """Owns the search model, both optimizers and the compiled step functions.
+
+    Args:
+      strategy: the ``tf.distribute`` strategy every variable is created under.
+      build_model: creates the (built) :class:`SearchModel`; called in the scope.
+      schedule: the stages of one iteration.
+      method: the hypergradient method's name.
+      chain: λ, weight decay and clip norm of the stage chain.
+      optimizers: learning rates and the rest.
+      total_weight_steps: length of the cosine schedule, in weight steps.
+      jit_compile: compile the steps with XLA.
+    """
+
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        build_model: Callable[[], SearchModel],
+        schedule: Schedule,
+        method: str,
+        chain: ChainSettings,
+        optimizers: OptimizerSettings,
+        total_weight_steps: int,
+        jit_compile: bool = False,
+    ):
+        self.strategy = strategy
+        self.schedule = schedule
+        self.method_name = method
+        self.method = hypergradients.get_method(method)
+        self.chain = dataclasses.replace(
+            chain, weight_decay=optimizers.weight_decay, clip_norm=optimizers.clip_norm
+        )
+        self.optimizers = optimizers
+        with strategy.scope():
+            self.model = build_model()
+            lr = keras.optimizers.schedules.CosineDecay(
+                optimizers.weight_lr,
+                decay_steps=max(1, total_weight_steps),
+                alpha=optimizers.weight_lr_min / optimizers.weight_lr,
+            )
+            # L2 weight decay is added to the gradients here (coupled, as in the
+            # reference PyTorch SGD/Adam), not by the optimizers (decoupled).
+            self.weight_optimizer = keras.optimizers.SGD(lr, momentum=optimizers.momentum)
+            self.arch_optimizer = keras.optimizers.Adam(
+                optimizers.arch_lr, beta_1=optimizers.arch_beta1, beta_2=optimizers.arch_beta2
+            )
+            self.weight_variables = list(self.model.encoder.trainable_variables) + [
+                v for h in self.model.heads for v in h.trainable_variables
+            ]
+            self.weight_optimizer.build(self.weight_variables)
+            self.arch_optimizer.build(self.model.arch.arch_variables)
+            self.anchors = [
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
+                for v in self.model.encoder.trainable_variables
+            ]
+        self._arch_step = tf.function(self._arch_step_fn, jit_compile=jit_compile)
+        self._weight_steps: dict[tuple[int, ...], Callable] = {}
+        self._jit_compile = jit_compile
+        self._set_anchors = tf.function(self._set_anchors_fn)
+
+    # -- architecture step -------------------------------------------------------
+
+    def _arch_step_fn(self, train_batches, val_batches):
+        model, opt = self.model, self.optimizers
+
+        def replica_fn(train_batches, val_batches):
+            inputs = hypergradients.HypergradientInputs(
+                model=model,
+                schedule=self.schedule,
+                settings=self.chain,
+                train_batches=train_batches,
+                val_batches=val_batches,
+                lr=tf.cast(self.weight_optimizer.learning_rate, model.arch_tensors()[0].dtype),
+            )
+            arch = model.arch_tensors()
+            grads, stats = self.method(inputs, arch)
+            grads = [g + opt.arch_weight_decay * a for g, a in zip(grads, arch, strict=True)]
+            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            return grads, stats, ok
+
+        grads, stats, ok = self.strategy.run(replica_fn, args=(train_batches, val_batches))
+        ok = self.strategy.experimental_local_results(ok)[0]
+        variables = self.model.arch.arch_variables
+
+        def apply():
+            apply_updates(self.strategy, self.arch_optimizer, grads, variables)
+            return tf.constant(True)
+
+        applied = tf.cond(ok, apply, lambda: tf.constant(False))
+        return _stats_to_host(self.strategy, stats), applied
+
+    def arch_step(self, train_batches, val_batches) -> tuple[list[LossStats], bool]:
+        """One architecture update; returns the validation stats and whether it applied."""
+        stats, applied = self._arch_step(train_batches, val_batches)
+        return stats, bool(applied)
+
+    # -- weight steps ------------------------------------------------------------
+
+    def _set_anchors_fn(self):
+        for a, v in zip(self.anchors, self.model.encoder.trainable_variables, strict=True):
+            a.assign(v.value)
+
+    def _weight_step_fn(self, learners: tuple[int, ...], batches):
+        model, chain = self.model, self.chain
+        head_vars = [v for k in learners for v in model.heads[k].trainable_variables]
+        variables = list(model.encoder.trainable_variables) + head_vars
+
+        def replica_fn(batches):
+            enc, heads = model.encoder_weights(), model.head_weights()
+            arch = model.arch.as_dict(model.arch_tensors())
+            g_enc, g_heads, stats = objective.stage_data_gradient(
+                model, arch, enc, heads, learners, batches
+            )
+            anchor = [tf.identity(a) for a in self.anchors]
+            prox = dataclasses.replace(chain, weight_decay=0.0)
+            g_enc = [
+                g + r
+                for g, r in zip(
+                    g_enc, objective.regularizer_gradient(enc, anchor, prox), strict=True
+                )
+            ]
+            stage_heads = [w for k in learners for w in heads[k]]
+            grads = objective.clip_by_global_norm(
+                g_enc + [g for gh in g_heads for g in gh], chain.clip_norm
+            )
+            weights = enc + stage_heads
+            grads = [g + chain.weight_decay * w for g, w in zip(grads, weights, strict=True)]
+            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            ok = tf.logical_and(ok, tf.reduce_all([tf.math.is_finite(s.loss_sum) for s in stats]))
+            return grads, stats, ok
+
+        grads, stats, ok = self.strategy.run(replica_fn, args=(batches,))
+        ok = self.strategy.experimental_local_results(ok)[0]
+
+        def apply():
+            apply_updates(self.strategy, self.weight_optimizer, grads, variables)
+            return tf.constant(True)
+
+        applied = tf.cond(ok, apply, lambda: tf.constant(False))
+        return _stats_to_host(self.strategy, stats), applied
+
+    def weight_step(self, learners: tuple[int, ...], batches) -> tuple[list[LossStats], bool]:
+        """One real SGD step of the encoder and the stage's heads on their batches."""
+        if learners not in self._weight_steps:
+            self._weight_steps[learners] = tf.function(
+                lambda b, learners=learners: self._weight_step_fn(learners, b),
+                jit_compile=self._jit_compile,
+            )
+        stats, applied = self._weight_steps[learners](batches)
+        return stats, bool(applied)
+
+    def start_stage(self) -> None:
+        """Records the encoder as the current stage received it (W_anchor)."""
+        self._set_anchors()
+
+    # -- one iteration -----------------------------------------------------------
+
+    def iteration(self, train_batches, val_batches, update_arch: bool = True) -> dict:
+        """Architecture step (unless ``update_arch`` is False), then the weight chain.
+
+        ``train_batches[s][t]`` is a tuple with one (distributed) batch per learner
+        of stage s; ``val_batches[k]`` learner k's validation batch. Returns
+        per-learner statistics; raises :class:`NonFiniteLossError` (without applying
+        the offending update) when a loss or gradient is not finite.
+        """
+        k = self.schedule.num_learners
+        result = {"val": [None] * k, "train": [[] for _ in range(k)]}
+        if update_arch:
+            stats, applied = self.arch_step(train_batches, val_batches)
+            if not applied:
+                raise NonFiniteLossError(
+                    "the architecture hypergradient is NaN or inf "
+                    f"(validation losses {[float(s.loss_sum) for s in stats]})"
+                )
+            result["val"] = stats
+        for s, stage in enumerate(self.schedule.stages):
+            self.start_stage()
+            for t in range(self.schedule.steps_per_stage):
+                stats, applied = self.weight_step(stage.learners, train_batches[s][t])
+                if not applied:
+                    bad = [
+                        k
+                        for k, st in zip(stage.learners, stats, strict=True)
+                        if not tf.math.is_finite(st.loss_sum)
+                    ]
+                    raise NonFiniteLossError(
+                        f"non-finite training loss or gradient in stage {s}, step {t}, "
+                        f"learner index {bad or list(stage.learners)}"
+                    )
+                for k_, st in zip(stage.learners, stats, strict=True):
+                    result["train"][k_].append(st)
+        return result

@@ -1,0 +1,85 @@
+"""What a search shows its user: metrics lines, TensorBoard summaries, α heat maps."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from il_tf.learning.objective import LossStats
+
+# A perceptually ordered colour ramp (dark blue → teal → yellow), for heat maps.
+_RAMP = np.array(
+    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], np.float64
+)
+
+
+@dataclasses.dataclass
+class RunningStats:
+    """Sums of loss, correct predictions and examples over several steps."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+
+    def add(self, stats: LossStats) -> None:
+        self.loss_sum += float(stats.loss_sum)
+        self.correct += float(stats.correct)
+        self.count += float(stats.count)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.count if self.count else float("nan")
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count if self.count else float("nan")
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def heat_map(weights: np.ndarray, cell: int = 12) -> np.ndarray:
+    """An RGB uint8 image of a matrix with values in [0, 1], ``cell`` pixels per entry."""
+    w = np.clip(np.asarray(weights, np.float64), 0.0, 1.0)
+    pos = w * (len(_RAMP) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(_RAMP) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = _RAMP[lo] * (1 - frac) + _RAMP[lo + 1] * frac
+    rgb = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
+    return rgb.astype(np.uint8)
+
+
+def write_arch_summaries(
+    arch: Mapping[str, np.ndarray], op_names: Sequence[str], genotype_text: str, step: int
+) -> None:
+    """α softmax heat maps (rows = edges, columns = ops) and the genotype, to TensorBoard."""
+    for name, logits in arch.items():
+        if logits.ndim != 2:
+            continue
+        weights = softmax(logits)
+        tf.summary.image(f"alpha/{name}", heat_map(weights)[None], step=step)
+        header = "| edge | " + " | ".join(op_names[: weights.shape[1]]) + " |"
+        rule = "|---" * (weights.shape[1] + 1) + "|"
+        rows = [
+            f"| {e} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
+            for e, row in enumerate(weights)
+        ]
+        tf.summary.text(f"alpha/{name}_table", "\n".join([header, rule, *rows]), step=step)
+    tf.summary.text("genotype", genotype_text, step=step)
+
+
+def append_jsonl(path: Path, record: Mapping) -> None:
+    """Appends one JSON record as a line (flushed and synced)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,567 @@
+"""The interleaved architecture search, from a gin-bound config to a genotype in a workdir.
+
+``run_search(config, workdir)`` builds the learners' pipelines and the search
+engine, resumes from the workdir's last checkpoint when there is one, runs the
+epochs, and keeps the workdir current: ``genotype.json`` and cell drawings after
+every epoch, TensorBoard summaries, ``metrics.jsonl``, checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import gin
+import keras
+import tensorflow as tf
+from absl import logging
+
+from il_tf import distribute
+from il_tf.data.learners import Learner, LearnerData, build_learner_data, check_unique_names
+from il_tf.learning.engine import NonFiniteLossError, OptimizerSettings, SearchEngine
+from il_tf.learning.hypergradients import METHODS
+from il_tf.learning.objective import ChainSettings, SearchModel
+from il_tf.learning.reporting import RunningStats, append_jsonl, write_arch_summaries
+from il_tf.learning.schedule import SCHEDULES, Schedule, make_schedule
+from il_tf.spaces import genotypes as genotypes_lib
+from il_tf.spaces.architecture import Architecture
+from il_tf.spaces.drawing import DrawingUnavailable, draw_genotype
+from il_tf.spaces.factories import darts_supernet
+
+
+class SearchError(RuntimeError):
+    """A search cannot continue (non-finite loss, incompatible workdir, ...)."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Every setting of a search; bound in gin files (``SearchConfig.rounds = 2``).
+
+    Attributes:
+      learners: the learners (K ≥ 1); each has its own data and head.
+      supernet: a factory of the searchable encoder (``@darts_supernet``, ...).
+      method: hypergradient method: ``first_order``, ``finite_difference`` (the
+        published IL algorithm) or ``unrolled`` (exact).
+      schedule: ``interleaved`` (the method), ``blocked`` or ``joint`` (ablations).
+      rounds: R, how often each learner trains the encoder per iteration.
+      steps_per_stage: T, one-step updates per stage.
+      proximity: λ of λ‖W − W_prev‖², coupling each stage to the encoder it received.
+      order: learner names in stage order (default: as listed).
+      epochs: search epochs.
+      iterations_per_epoch: iterations per epoch (default: enough for every learner
+        to see its train split once).
+      arch_warmup_epochs: epochs of weight steps only before α starts to move.
+      optimizers: learning rates, momentum, weight decay, clipping.
+      seed: the run's seed (initialization, shuffling, augmentation).
+      checkpoint_every: iterations between checkpoints (and at every epoch end).
+      keep_checkpoints: how many checkpoints to keep.
+      eval_batches: validation batches per learner evaluated after each epoch
+        (None: the whole validation split).
+      draw: draw the cells after every epoch (needs graphviz's ``dot``).
+      nb201_table: a NAS-Bench-201 table path; when set, the found cell's
+        accuracies are looked up and reported (NAS-Bench-201 space only).
+      jit_compile: compile the steps with XLA.
+    """
+
+    learners: Sequence[Learner] | None = None
+    supernet: Callable[[], keras.layers.Layer] = darts_supernet
+    method: str = "finite_difference"
+    schedule: str = "interleaved"
+    rounds: int = 1
+    steps_per_stage: int = 1
+    proximity: float = 1e-3
+    order: Sequence[str] | None = None
+    epochs: int = 50
+    iterations_per_epoch: int | None = None
+    arch_warmup_epochs: int = 0
+    optimizers: OptimizerSettings | None = None
+    seed: int = 0
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    eval_batches: int | None = None
+    draw: bool = True
+    nb201_table: str | None = None
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        if self.optimizers is None:
+            # Built here, not at import, so that gin bindings of OptimizerSettings apply.
+            object.__setattr__(self, "optimizers", OptimizerSettings())
+        if self.learners is None:
+            object.__setattr__(self, "learners", (Learner("digits"),))
+        learners = tuple(self.learners)
+        if not learners:
+            raise ValueError("SearchConfig.learners is empty; give at least one Learner")
+        for item in learners:
+            if not isinstance(item, Learner):
+                raise ValueError(
+                    f"SearchConfig.learners entries must be Learner(...), got {item!r} "
+                    "(in gin: SearchConfig.learners = [@name/Learner()])"
+                )
+        check_unique_names(learners)
+        object.__setattr__(self, "learners", learners)
+        if self.method not in METHODS:
+            raise ValueError(
+                f"unknown hypergradient method {self.method!r}; allowed: {sorted(METHODS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {list(SCHEDULES)}")
+        for name, minimum in (
+            ("rounds", 1),
+            ("steps_per_stage", 1),
+            ("epochs", 1),
+            ("checkpoint_every", 1),
+            ("keep_checkpoints", 1),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < minimum:
+                raise ValueError(
+                    f"SearchConfig.{name} must be an integer >= {minimum}, got {value!r}"
+                )
+        if not (isinstance(self.proximity, (int, float)) and self.proximity >= 0):
+            raise ValueError(f"SearchConfig.proximity (λ) must be >= 0, got {self.proximity!r}")
+        if self.iterations_per_epoch is not None and self.iterations_per_epoch < 1:
+            raise ValueError(
+                f"SearchConfig.iterations_per_epoch must be >= 1 or None, got {self.iterations_per_epoch}"
+            )
+        if not 0 <= self.arch_warmup_epochs <= self.epochs:
+            raise ValueError(
+                f"SearchConfig.arch_warmup_epochs must be in [0, epochs={self.epochs}], "
+                f"got {self.arch_warmup_epochs}"
+            )
+        if self.eval_batches is not None and self.eval_batches < 1:
+            raise ValueError(
+                f"SearchConfig.eval_batches must be >= 1 or None, got {self.eval_batches}"
+            )
+        if self.order is not None:
+            names = [lr.name for lr in learners]
+            if sorted(self.order) != sorted(names):
+                raise ValueError(
+                    f"SearchConfig.order {list(self.order)} must list each learner name once: {names}"
+                )
+        if self.nb201_table is not None and not Path(self.nb201_table).is_file():
+            raise ValueError(
+                f"SearchConfig.nb201_table {self.nb201_table!r} is not a file "
+                "(the gzip JSON NAS-Bench-201 table; see il_tf/nb201_lookup.py)"
+            )
+
+    def make_schedule(self) -> Schedule:
+        names = [lr.name for lr in self.learners]
+        order = None if self.order is None else [names.index(n) for n in self.order]
+        return make_schedule(
+            len(self.learners), self.rounds, self.schedule, self.steps_per_stage, order
+        )
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the run that wrote the workdir."""
+        return {
+            "learners": [
+                {
+                    "name": lr.name,
+                    "source": getattr(lr.source, "description", repr(lr.source)),
+                    "classes": None if lr.classes is None else list(lr.classes),
+                    "image_size": lr.image_size,
+                    "batch_size": lr.batch_size,
+                    "val_fraction": lr.val_fraction,
+                }
+                for lr in self.learners
+            ],
+            "method": self.method,
+            "schedule": self.schedule,
+            "rounds": self.rounds,
+            "steps_per_stage": self.steps_per_stage,
+            "order": None if self.order is None else list(self.order),
+            "seed": self.seed,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What a finished search leaves: the genotype, where it is, the final metrics."""
+
+    genotype: object
+    workdir: Path
+    genotype_path: Path | None  # None when the run stopped before its end
+    metrics: dict
+
+
+def _heads(datas: Sequence[LearnerData]) -> list[keras.layers.Layer]:
+    return [keras.layers.Dense(d.num_classes, name=f"head_{d.name}") for d in datas]
+
+
+class _Run:
+    """One search run in one workdir (state that the helpers below share)."""
+
+    def __init__(self, config: SearchConfig, workdir: Path, strategy: tf.distribute.Strategy):
+        self.config = config
+        self.workdir = workdir
+        self.strategy = strategy
+        self.chief = distribute.is_chief()
+        self.schedule = config.make_schedule()
+        self.datas = [build_learner_data(lr, config.seed) for lr in config.learners]
+        replicas = strategy.num_replicas_in_sync
+        for d in self.datas:
+            if d.batch_size % replicas:
+                raise ValueError(
+                    f"learner {d.name!r}: batch_size {d.batch_size} is not divisible by the "
+                    f"{replicas} replicas (it is the global batch)"
+                )
+        self.ipe = config.iterations_per_epoch or max(
+            math.ceil(d.steps_per_epoch / self.schedule.batches_per_iteration(k))
+            for k, d in enumerate(self.datas)
+        )
+        self.total_iterations = config.epochs * self.ipe
+        self.engine = SearchEngine(
+            strategy,
+            self._build_model,
+            self.schedule,
+            config.method,
+            ChainSettings(proximity=float(config.proximity)),
+            config.optimizers,
+            total_weight_steps=self.total_iterations * self.schedule.num_steps,
+            jit_compile=config.jit_compile,
+        )
+        self.model: SearchModel = self.engine.model
+        # A host-side counter: created outside the strategy scope, so it is a plain variable.
+        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        # Variables are listed explicitly: TF's checkpoint does not follow the
+        # layers Keras keeps in Python lists (cells, ops), so saving the layers
+        # themselves would silently drop most weights.
+        self.checkpoint = tf.train.Checkpoint(
+            encoder=[v.value for v in self.model.encoder.weights],
+            heads={
+                d.name: [v.value for v in h.weights]
+                for d, h in zip(self.datas, self.model.heads, strict=True)
+            },
+            arch={
+                name: v.value
+                for name, v in zip(
+                    self.model.arch.names, self.model.arch.arch_variables, strict=True
+                )
+            },
+            weight_optimizer=self.engine.weight_optimizer,
+            arch_optimizer=self.engine.arch_optimizer,
+            iteration=self.iteration,
+        )
+        ckpt_dir = workdir / "checkpoints"
+        if not self.chief:
+            # Non-chief workers of a multi-worker run write throw-away copies.
+            ckpt_dir = workdir / "tmp" / f"worker_{id(self)}"
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(ckpt_dir), max_to_keep=config.keep_checkpoints
+        )
+        self.eval_fns = [self._make_eval_fn(k) for k in range(len(self.datas))]
+        self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+        self._drawing_warned = False
+        self.nb201_table = None
+        if config.nb201_table:
+            from il_tf.nb201_lookup import NB201Table
+
+            self.nb201_table = NB201Table.load(config.nb201_table)
+
+    # -- construction --------------------------------------------------------------
+
+    def _build_model(self) -> SearchModel:
+        keras.utils.set_random_seed(self.config.seed)
+        encoder = self.config.supernet()
+        arch = Architecture(encoder.arch_shapes(), seed=self.config.seed)
+        heads = _heads(self.datas)
+        for d, head in zip(self.datas, heads, strict=True):
+            features = encoder(tf.zeros((2, *d.image_shape)), arch.tensors())
+            head(features)
+        return SearchModel(encoder, heads, arch)
+
+    def _make_eval_fn(self, k: int):
+        model = self.model
+
+        @tf.function
+        def evaluate(batch):
+            def replica_fn(batch):
+                from il_tf.learning.objective import data_loss
+
+                arch = model.arch.as_dict(model.arch_tensors())
+                heads = model.head_weights()
+                _, stats = data_loss(model, arch, model.encoder_weights(), heads[k], k, batch)
+                return stats
+
+            stats = self.strategy.run(replica_fn, args=(batch,))
+            return type(stats)(*(self.strategy.reduce("SUM", s, axis=None) for s in stats))
+
+        return evaluate
+
+    def _distribute(self, dataset: tf.data.Dataset) -> distribute.BatchStream:
+        return distribute.BatchStream(self.strategy, dataset)
+
+    # -- resume ----------------------------------------------------------------------
+
+    def restore_or_start(self) -> int:
+        run_file = self.workdir / "run.json"
+        # Compare in JSON form (tuples and lists alike).
+        fingerprint = self.config.fingerprint()
+        fingerprint["supernet"] = {
+            "weights": [list(v.shape) for v in self.model.encoder.weights],
+            "arch": {k: list(v) for k, v in self.model.encoder.arch_shapes().items()},
+        }
+        fingerprint = json.loads(json.dumps(fingerprint))
+        latest = self.manager.latest_checkpoint
+        if latest:
+            if run_file.exists():
+                previous = json.loads(run_file.read_text()).get("fingerprint")
+                if previous is not None and previous != fingerprint:
+                    changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+                    raise SearchError(
+                        f"workdir {self.workdir} holds a search with other settings "
+                        f"({', '.join(changed)} differ); resume it with its own config "
+                        f"({self.workdir / 'config.gin'}) or use a new --workdir"
+                    )
+            self.checkpoint.restore(latest).assert_consumed()
+            logging.info("resumed from %s at iteration %d", latest, int(self.iteration))
+        elif self.chief:
+            record = {
+                "fingerprint": fingerprint,
+                "iterations_per_epoch": self.ipe,
+                "total_iterations": self.total_iterations,
+            }
+            _atomic_write(run_file, json.dumps(record, indent=2))
+        return int(self.iteration)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, stop_after: int | None = None) -> SearchResult:
+        config, schedule = self.config, self.schedule
+        start = self.restore_or_start()
+        train_iters = [
+            self._distribute(d.train_dataset(start_batch=start * schedule.batches_per_iteration(k)))
+            for k, d in enumerate(self.datas)
+        ]
+        val_iters = [self._distribute(d.val_dataset(start_batch=start)) for d in self.datas]
+        it = start
+        metrics: dict = {}
+        if it >= self.total_iterations:
+            logging.info("search already finished (%d iterations)", it)
+            metrics = self._end_of_epoch(it // self.ipe - 1, None, write=False)
+        while it < self.total_iterations:
+            epoch = it // self.ipe
+            stats = [RunningStats() for _ in self.datas]
+            arch_val = [RunningStats() for _ in self.datas]
+            bar = keras.utils.Progbar(
+                self.ipe, stateful_metrics=[f"{d.name}_loss" for d in self.datas], unit_name="it"
+            )
+            logging.info("epoch %d/%d", epoch + 1, config.epochs)
+            print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
+            while it < (epoch + 1) * self.ipe:
+                train_batches = [
+                    [
+                        tuple(next(train_iters[k]) for k in stage.learners)
+                        for _ in range(schedule.steps_per_stage)
+                    ]
+                    for stage in schedule.stages
+                ]
+                val_batches = [next(v) for v in val_iters]
+                try:
+                    result = self.engine.iteration(
+                        train_batches, val_batches, update_arch=epoch >= config.arch_warmup_epochs
+                    )
+                except NonFiniteLossError as e:
+                    raise SearchError(
+                        self._non_finite_message(e, it, epoch, train_batches, val_batches)
+                    ) from e
+                for k in range(len(self.datas)):
+                    for st in result["train"][k]:
+                        stats[k].add(st)
+                    if result["val"][k] is not None:
+                        arch_val[k].add(result["val"][k])
+                it += 1
+                self.iteration.assign(it)
+                bar.update(
+                    it - epoch * self.ipe,
+                    values=[(f"{d.name}_loss", stats[k].loss) for k, d in enumerate(self.datas)],
+                )
+                if it % config.checkpoint_every == 0 and it % self.ipe:
+                    self.manager.save(checkpoint_number=it)
+                if stop_after is not None and it - start >= stop_after and it % self.ipe:
+                    self.manager.save(checkpoint_number=it)
+                    logging.info(
+                        "stopping after %d iterations (at %d); rerun to resume", stop_after, it
+                    )
+                    print(f"stopped at iteration {it}; run again on {self.workdir} to resume")
+                    return SearchResult(self._genotype(), self.workdir, None, metrics)
+            metrics = self._end_of_epoch(epoch, (stats, arch_val))
+            self.manager.save(checkpoint_number=it)
+            if stop_after is not None and it - start >= stop_after and it < self.total_iterations:
+                print(f"stopped at iteration {it}; run again on {self.workdir} to resume")
+                return SearchResult(self._genotype(), self.workdir, None, metrics)
+        genotype_path = self.workdir / "genotype.json"
+        return SearchResult(self._genotype(), self.workdir, genotype_path, metrics)
+
+    def _non_finite_message(
+        self, error: NonFiniteLossError, it: int, epoch: int, train_batches, val_batches
+    ) -> str:
+        names = [d.name for d in self.datas]
+        detail = str(error)
+        for k, name in enumerate(names):
+            detail = detail.replace(f"learner index [{k}]", f"learner {name!r}")
+        # Name the learners whose input batches hold NaN/inf (the usual cause).
+        bad_inputs = []
+        for s, stage in enumerate(self.schedule.stages):
+            for step in train_batches[s]:
+                for k, batch in zip(stage.learners, step, strict=True):
+                    if not _all_finite(self.strategy, batch[0]):
+                        bad_inputs.append(f"learner {names[k]!r} train batch (stage {s})")
+        for k, batch in enumerate(val_batches):
+            if not _all_finite(self.strategy, batch[0]):
+                bad_inputs.append(f"learner {names[k]!r} validation batch")
+        if bad_inputs:
+            detail += "; NaN/inf in the input images of " + ", ".join(dict.fromkeys(bad_inputs))
+        last = self.manager.latest_checkpoint
+        kept = (
+            f"the last good checkpoint {last} is intact"
+            if last
+            else "no checkpoint had been written yet"
+        )
+        return (
+            f"non-finite loss at iteration {it} (epoch {epoch + 1}): {detail}; nothing was "
+            f"applied or saved, {kept}. Check the data for NaN/inf and lower "
+            "the learning rates (SearchConfig.optimizers)."
+        )
+
+    # -- reporting -------------------------------------------------------------------
+
+    def _genotype(self):
+        return self.model.encoder.derive(self.model.arch.numpy())
+
+    def _evaluate(self, k: int) -> RunningStats:
+        d = self.datas[k]
+        n = max(1, d.num_val // d.batch_size)
+        if self.config.eval_batches is not None:
+            n = min(n, self.config.eval_batches)
+        total = RunningStats()
+        for batch in self._distribute(d.val_dataset().take(n)):
+            total.add(self.eval_fns[k](batch))
+        return total
+
+    def _end_of_epoch(self, epoch: int, running, write: bool = True) -> dict:
+        genotype = self._genotype()
+        arch = self.model.arch.numpy()
+        record: dict = {"epoch": epoch + 1, "iteration": int(self.iteration), "learners": {}}
+        for k, d in enumerate(self.datas):
+            val = self._evaluate(k)
+            entry = {"val_loss": val.loss, "val_accuracy": val.accuracy}
+            if running is not None:
+                train, arch_val = running[0][k], running[1][k]
+                entry.update(train_loss=train.loss, train_accuracy=train.accuracy)
+                if arch_val.count:
+                    entry.update(hypergradient_val_loss=arch_val.loss)
+            record["learners"][d.name] = entry
+        lookup = None
+        if self.nb201_table is not None:
+            lookup = self.nb201_table.lookup(genotype).to_dict()
+            record["nb201"] = lookup
+        record["genotype"] = genotype.to_json_dict()
+        summary = "  ".join(
+            f"{name}: val loss {e['val_loss']:.4f} acc {100 * e['val_accuracy']:.2f}%"
+            + (f", train acc {100 * e['train_accuracy']:.2f}%" if "train_accuracy" in e else "")
+            for name, e in record["learners"].items()
+        )
+        logging.info("epoch %d: %s", epoch + 1, summary)
+        print(f"epoch {epoch + 1}: {summary}\ngenotype: {_genotype_text(genotype)}", flush=True)
+        if lookup is not None:
+            print(
+                "NAS-Bench-201 look-up: CIFAR-10 test {cifar10_test:.2f}, CIFAR-100 test "
+                "{cifar100_test:.2f}, ImageNet16-120 test {imagenet16_test:.2f}".format(**lookup),
+                flush=True,
+            )
+        if not (write and self.chief):
+            return record
+        step = int(self.iteration)
+        with self.writer.as_default():
+            for name, e in record["learners"].items():
+                for key, value in e.items():
+                    tf.summary.scalar(f"{name}/{key}", value, step=step)
+            tf.summary.scalar(
+                "lr/weights", float(self.engine.weight_optimizer.learning_rate), step=step
+            )
+            if lookup is not None:
+                for key, value in lookup.items():
+                    if isinstance(value, (int, float)):
+                        tf.summary.scalar(f"nb201/{key}", value, step=step)
+            write_arch_summaries(arch, self.model.encoder.op_names, _genotype_text(genotype), step)
+        self.writer.flush()
+        append_jsonl(self.workdir / "metrics.jsonl", record)
+        metadata = {
+            "epoch": epoch + 1,
+            "epochs": self.config.epochs,
+            "iteration": step,
+            "method": self.config.method,
+            "schedule": self.config.schedule,
+            "learners": [d.name for d in self.datas],
+            "seed": self.config.seed,
+            "alpha": {name: a.tolist() for name, a in arch.items()},
+            "metrics": record["learners"],
+        }
+        if lookup is not None:
+            metadata["nb201"] = lookup
+        path = self.workdir / "genotype.json"
+        genotypes_lib.save_genotype(path, genotype, metadata)
+        history = self.workdir / "genotypes"
+        history.mkdir(exist_ok=True)
+        genotypes_lib.save_genotype(history / f"epoch_{epoch + 1:03d}.json", genotype, metadata)
+        if self.config.draw:
+            self._draw(genotype)
+        return record
+
+    def _draw(self, genotype) -> None:
+        try:
+            draw_genotype(genotype, self.workdir, basename="genotype")
+        except DrawingUnavailable as e:
+            if not self._drawing_warned:
+                logging.warning("%s", e)
+                print(f"warning: {e}", flush=True)
+                self._drawing_warned = True
+
+
+def _all_finite(strategy: tf.distribute.Strategy, images) -> bool:
+    return all(
+        bool(tf.reduce_all(tf.math.is_finite(t)))
+        for t in strategy.experimental_local_results(images)
+    )
+
+
+def _genotype_text(genotype) -> str:
+    if hasattr(genotype, "to_arch_string"):
+        return genotype.to_arch_string()
+    return json.dumps(genotype.to_json_dict())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def run_search(
+    config: SearchConfig,
+    workdir: str | Path,
+    strategy: tf.distribute.Strategy | None = None,
+    stop_after: int | None = None,
+) -> SearchResult:
+    """Runs (or resumes) the search described by ``config`` in ``workdir``.
+
+    ``stop_after``: stop, with a checkpoint, once this many iterations have run in
+    this call (for time-limited jobs); calling again on the workdir resumes.
+    """
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    strategy = strategy or distribute.make_strategy()
+    started = time.time()
+    run = _Run(config, workdir, strategy)
+    result = run.run(stop_after)
+    logging.info("search finished in %.1f s", time.time() - started)
+    return result

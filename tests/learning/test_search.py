@@ -1,0 +1,275 @@
+"""End-to-end searches on tiny configurations of real data."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from il_tf.data.learners import Learner
+from il_tf.data.sources import DigitsSource, ImageFolderSource
+from il_tf.learning import search as search_lib
+from il_tf.learning.search import SearchConfig, SearchError, run_search
+from il_tf.spaces.factories import darts_supernet
+from il_tf.spaces.genotypes import Genotype, load_genotype, load_genotype_with_metadata
+
+from ..conftest import PROJECT_ROOT
+
+TINY_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+TINY_SUPERNET = functools.partial(darts_supernet, channels=4, num_cells=2, ops=TINY_OPS)
+
+
+def digits_learner(name, classes, **kw):
+    kw = {"image_size": 8, "batch_size": 8, "crop_padding": 1, "flip": False, **kw}
+    return Learner(name, DigitsSource(), classes=classes, **kw)
+
+
+def tiny_config(**overrides) -> SearchConfig:
+    settings = dict(
+        learners=(digits_learner("low", [0, 1, 2]), digits_learner("high", [7, 8, 9])),
+        supernet=TINY_SUPERNET,
+        method="finite_difference",
+        epochs=2,
+        iterations_per_epoch=3,
+        eval_batches=1,
+        draw=False,
+        seed=3,
+    )
+    settings.update(overrides)
+    return SearchConfig(**settings)
+
+
+def test_stop_and_resume_reaches_the_uninterrupted_result(tmp_path):
+    config = tiny_config(method="first_order", steps_per_stage=2, proximity=0.01)
+    full = run_search(config, tmp_path / "full")
+    run_search(config, tmp_path / "resumed", stop_after=2)  # stops mid-epoch
+    assert not (tmp_path / "resumed" / "genotype.json").exists()
+    resumed = run_search(config, tmp_path / "resumed")
+    _, meta_full = load_genotype_with_metadata(full.genotype_path)
+    _, meta_resumed = load_genotype_with_metadata(resumed.genotype_path)
+    assert meta_full["iteration"] == meta_resumed["iteration"] == 6
+    for name in meta_full["metrics"]:
+        assert meta_full["metrics"][name] == pytest.approx(meta_resumed["metrics"][name], abs=1e-5)
+    for name in meta_full["alpha"]:
+        np.testing.assert_allclose(
+            meta_resumed["alpha"][name], meta_full["alpha"][name], rtol=0, atol=1e-6
+        )
+    assert resumed.genotype == full.genotype
+    # Every saved tensor (weights, heads, α, both optimizers' state) is the same.
+    full_ckpt = tf.train.load_checkpoint(str(tmp_path / "full" / "checkpoints"))
+    resumed_ckpt = tf.train.load_checkpoint(str(tmp_path / "resumed" / "checkpoints"))
+    names = set(full_ckpt.get_variable_to_shape_map()) - {"save_counter/.ATTRIBUTES/VARIABLE_VALUE"}
+    assert names == set(resumed_ckpt.get_variable_to_shape_map()) - {
+        "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
+    }
+    encoder_names = [n for n in names if n.startswith("encoder/")]
+    assert len(encoder_names) == len(run_model_weights(config))
+    for name in names - {"_CHECKPOINTABLE_OBJECT_GRAPH"}:
+        np.testing.assert_allclose(
+            resumed_ckpt.get_tensor(name),
+            full_ckpt.get_tensor(name),
+            rtol=0,
+            atol=1e-6,
+            err_msg=name,
+        )
+    # The α moved away from its 1e-3-scale initialization.
+    assert np.abs(np.asarray(meta_full["alpha"]["normal"])).max() > 2e-3
+    # A finished run started again does nothing more.
+    again = run_search(config, tmp_path / "full")
+    assert again.genotype == full.genotype
+
+
+def run_model_weights(config):
+    encoder = config.supernet()
+    from il_tf.spaces.architecture import Architecture
+
+    encoder(tf.zeros((2, 8, 8, 3)), Architecture(encoder.arch_shapes()).tensors())
+    return encoder.weights
+
+
+def test_search_workdir_contents(tmp_path):
+    result = run_search(tiny_config(epochs=1, draw=True), tmp_path)
+    genotype = load_genotype(tmp_path / "genotype.json")
+    assert isinstance(genotype, Genotype) and genotype == result.genotype
+    assert (tmp_path / "genotype_normal.gv").is_file()
+    assert (tmp_path / "genotypes" / "epoch_001.json").is_file()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1]
+    assert set(records[0]["learners"]) == {"low", "high"}
+    assert 0 <= records[0]["learners"]["low"]["val_accuracy"] <= 1
+    assert list((tmp_path / "tensorboard").iterdir())
+    assert (tmp_path / "checkpoints" / "checkpoint").is_file()
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    run_search(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path)
+    with pytest.raises(SearchError, match="other settings .*method"):
+        run_search(tiny_config(epochs=1, iterations_per_epoch=1, method="first_order"), tmp_path)
+
+
+def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, monkeypatch):
+    original = search_lib.build_learner_data
+
+    def poisoned(learner, seed):
+        data = original(learner, seed)
+        if learner.name == "high":
+            clean = data.train_dataset
+
+            def train_dataset(start_batch=0):
+                def poison(i, batch):
+                    images, labels = batch
+                    return tf.where(i >= 4, images * np.nan, images), labels
+
+                return clean(start_batch).enumerate(start_batch).map(poison)
+
+            data.train_dataset = train_dataset
+        return data
+
+    monkeypatch.setattr(search_lib, "build_learner_data", poisoned)
+    config = tiny_config(method="first_order", checkpoint_every=1)
+    with pytest.raises(SearchError) as e:
+        run_search(config, tmp_path)
+    message = str(e.value)
+    assert "iteration 4" in message and "learner 'high'" in message
+    assert "ckpt-4" in message and "is intact" in message
+    # The last good checkpoint restores to finite weights and architecture.
+    monkeypatch.setattr(search_lib, "build_learner_data", original)
+    run = search_lib._Run(config, tmp_path, tf.distribute.get_strategy())
+    assert run.restore_or_start() == 4
+    for v in run.model.arch.arch_variables + run.engine.weight_variables:
+        assert np.isfinite(v.numpy()).all()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"rounds": 0}, "SearchConfig.rounds must be an integer >= 1, got 0"),
+        ({"proximity": -1.0}, "SearchConfig.proximity (λ) must be >= 0, got -1.0"),
+        ({"method": "second_order"}, "unknown hypergradient method 'second_order'"),
+        ({"schedule": "random"}, "unknown schedule 'random'"),
+        ({"learners": ()}, "SearchConfig.learners is empty"),
+        ({"learners": ("cifar10",)}, "entries must be Learner(...)"),
+        ({"order": ["low"]}, "must list each learner name once"),
+        (
+            {"nb201_table": "/nonexistent.json.gz"},
+            "nb201_table '/nonexistent.json.gz' is not a file",
+        ),
+    ],
+)
+def test_bad_settings_fail_before_compute(overrides, message):
+    with pytest.raises(ValueError) as e:
+        tiny_config(**overrides)
+    assert message in str(e.value)
+
+
+def test_search_on_cifar10_folder_subset(tmp_path, cifar10_folder):
+    source = ImageFolderSource(str(cifar10_folder))
+    learners = (
+        Learner(
+            "vehicles",
+            source,
+            classes=["airplane", "automobile"],
+            image_size=16,
+            batch_size=8,
+            val_fraction=0.9,
+            cutout_length=4,
+        ),
+        Learner(
+            "animals", source, classes=["cat", "dog"], image_size=16, batch_size=8, val_fraction=0.9
+        ),
+    )
+    config = tiny_config(learners=learners, epochs=1, iterations_per_epoch=2)
+    result = run_search(config, tmp_path)
+    genotype, meta = load_genotype_with_metadata(result.genotype_path)
+    assert isinstance(genotype, Genotype)
+    assert meta["learners"] == ["vehicles", "animals"]
+
+
+def run_tool(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "tools" / "search.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_ROOT,
+    )
+
+
+TINY_BINDINGS = [
+    "SearchConfig.epochs = 1",
+    "SearchConfig.iterations_per_epoch = 2",
+    "SearchConfig.eval_batches = 1",
+    "SearchConfig.draw = False",
+    "darts_supernet.channels = 4",
+    "darts_supernet.num_cells = 2",
+    f"darts_supernet.ops = {list(TINY_OPS)}",
+]
+
+
+def test_quickstart_tool_writes_a_genotype(tmp_path):
+    bindings = [f"--gin_bindings={b}" for b in TINY_BINDINGS]
+    proc = run_tool("--gin_file=gin_configs/quickstart.gin", f"--workdir={tmp_path}", *bindings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"workdir: {tmp_path}" in proc.stdout
+    assert f"genotype: {tmp_path / 'genotype.json'}" in proc.stdout
+    assert isinstance(load_genotype(tmp_path / "genotype.json"), Genotype)
+    assert (tmp_path / "config.gin").read_text().count("Learner") >= 2
+
+
+@pytest.mark.parametrize(
+    "binding, message",
+    [
+        ("SearchConfig.method = 'second_order'", "unknown hypergradient method 'second_order'"),
+        ("SearchConfig.rounds = 0", "SearchConfig.rounds must be an integer >= 1, got 0"),
+        ("SearchConfig.nonsense = 1", "nonsense"),
+    ],
+)
+def test_tool_rejects_bad_settings(tmp_path, binding, message):
+    proc = run_tool(
+        "--gin_file=gin_configs/quickstart.gin",
+        f"--workdir={tmp_path / 'w'}",
+        f"--gin_bindings={binding}",
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_as_in_the_readme(tmp_path):
+    proc = run_tool("--gin_file=gin_configs/quickstart.gin", f"--workdir={tmp_path}", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert isinstance(load_genotype(tmp_path / "genotype.json"), Genotype)
+
+
+@pytest.mark.parametrize(
+    "method, mode",
+    [
+        ("unrolled", "eager"),
+        ("finite_difference", "eager"),
+        pytest.param("unrolled", "graph", marks=pytest.mark.slow),
+    ],
+)
+def test_two_replicas_equal_one_device(method, mode):
+    # Every gradient inside the unroll is all-reduced and BN statistics are
+    # synchronized, so 2 replicas on halves of a batch compute the 1-device step.
+    script = PROJECT_ROOT / "tests" / "learning" / "_two_replicas.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), method, mode],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=PROJECT_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["alpha_moved"] > 1e-3  # the step did something
+    assert result["alpha_max_diff"] < 1e-5
+    assert result["weights_max_diff"] < 1e-5

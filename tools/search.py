@@ -1,0 +1,48 @@
+"""Runs an interleaved architecture search from gin files.
+
+    python tools/search.py --gin_file=gin_configs/quickstart.gin [--workdir=DIR]
+        [--gin_bindings='SearchConfig.epochs = 5']
+
+Started again on the same workdir it resumes where it stopped. Without
+``--workdir`` a new one is made under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from il_tf import cli  # noqa: E402
+
+FLAGS = flags.FLAGS
+cli.define_gin_flags()
+flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, genotype.json).")
+flags.DEFINE_integer(
+    "stop_after", None, "Stop (with a checkpoint) after this many iterations; rerun to resume."
+)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config_text = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    from il_tf.learning.search import SearchConfig, SearchError, run_search
+
+    workdir = cli.workdir_for(FLAGS.workdir, FLAGS.gin_file, "search")
+    try:
+        config = cli.configured(SearchConfig)
+        cli.save_config(workdir, config_text)
+        result = run_search(config, workdir, stop_after=FLAGS.stop_after)
+    except (ValueError, SearchError) as e:
+        cli.fail(e)
+    if result.genotype_path is not None:
+        print(f"genotype: {result.genotype_path}")
+    print(f"workdir: {result.workdir}")
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))
