@@ -1,0 +1,519 @@
+"""Training a found network from scratch and measuring it: ``train_and_evaluate``.
+
+A run lives in one work directory (layout: ``il_tf.models.workdir``). It is a custom loop
+rather than ``keras.Model.fit``: the step all-reduces gradients once and clips their global
+norm (see ``il_tf.models.trainer``), and resuming restores the exact data position.
+Batches are a pure function of (seed, batch index) (see ``il_tf.data.learners``) and
+drop-path masks of (seed, step), so a resumed run continues exactly where the last
+checkpoint left off, mid-epoch too: the result equals that of an uninterrupted run.
+
+Distribution comes from ``il_tf.distribute.make_strategy()``: MirroredStrategy over the
+local GPUs (or the CPU), MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster
+(every worker runs the same command; only the chief writes files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gin
+import keras
+import tensorflow as tf
+from absl import logging
+
+from il_tf import distribute
+from il_tf.data.learners import Learner, LearnerData, build_learner_data
+from il_tf.models import schedules
+from il_tf.models import workdir as wd
+from il_tf.models.flops import complexity
+from il_tf.models.networks import NetworkConfig
+from il_tf.models.trainer import Trainer
+from il_tf.spaces.genotypes import Genotype, load_genotype
+
+MIXED_PRECISION_POLICIES = (None, "mixed_float16", "mixed_bfloat16")
+# Settings that may differ when a run is restarted (they do not change what is computed).
+RESTART_FREE_SETTINGS = (
+    "eval_every_epochs",
+    "eval_batch_size",
+    "checkpoint_every_steps",
+    "log_every_steps",
+    "jit_compile",
+    "progress",
+    "steps_per_run",
+)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of an evaluation run (the network's are in ``NetworkConfig``).
+
+    Defaults are the DARTS CIFAR-10 settings (600 epochs, batch 96 set on the Learner).
+
+    Attributes:
+      epochs: training epochs.
+      learning_rate: initial SGD learning rate.
+      lr_schedule: "cosine" (to ``lr_min``), "exponential" (× ``lr_decay`` per epoch) or
+        "constant"; the rate changes once per epoch, as in the reference.
+      lr_min, lr_decay: see ``lr_schedule``.
+      momentum: SGD momentum.
+      weight_decay: coupled L2 (added to the gradient, as PyTorch's SGD does).
+      grad_clip_norm: clip the global-batch gradient to this global norm; 0 = off.
+      auxiliary_weight: weight of the auxiliary head's loss (needs NetworkConfig.auxiliary).
+      drop_path_rate: final drop-path rate, ramped linearly from 0 over the epochs.
+      label_smoothing: in [0, 1).
+      mixed_precision: None, "mixed_float16" (dynamic loss scaling) or "mixed_bfloat16".
+      jit_compile: compile the forward/backward pass with XLA.
+      seed: initialization, data order, augmentation and drop-path seed.
+      steps_per_epoch: None = the learner's train examples // batch size.
+      eval_every_epochs: evaluate (and update the best checkpoint) every this many epochs;
+        0 = only after the last epoch.
+      eval_split: the split that picks the best checkpoint: None = "val" when the learner
+        holds out validation data (val_fraction > 0), else "test" (as the reference does).
+      eval_batch_size: None = the learner's batch size.
+      checkpoint_every_steps: also checkpoint every this many steps (0 = at epoch ends only).
+      log_every_steps: TensorBoard scalar interval.
+      progress: "auto" (a live progress bar on a terminal, one line per epoch otherwise),
+        "bar", "epoch" or "none".
+      steps_per_run: stop this process after this many steps (checkpointed; run the same
+        command again to continue), for jobs with a time limit; None = run to the end.
+    """
+
+    epochs: int = 600
+    learning_rate: float = 0.025
+    lr_schedule: str = "cosine"
+    lr_min: float = 0.0
+    lr_decay: float = 0.97
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip_norm: float = 5.0
+    auxiliary_weight: float = 0.4
+    drop_path_rate: float = 0.2
+    label_smoothing: float = 0.0
+    mixed_precision: str | None = None
+    jit_compile: bool = False
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    eval_every_epochs: int = 1
+    eval_split: str | None = None
+    eval_batch_size: int | None = None
+    checkpoint_every_steps: int = 0
+    log_every_steps: int = 50
+    progress: str = "auto"
+    steps_per_run: int | None = None
+
+    def __post_init__(self) -> None:
+        _int("epochs", self.epochs, 1)
+        _int("seed", self.seed, 0)
+        _int("eval_every_epochs", self.eval_every_epochs, 0, " (0 = only at the end)")
+        _int("checkpoint_every_steps", self.checkpoint_every_steps, 0, " (0 = epoch ends)")
+        _int("log_every_steps", self.log_every_steps, 1)
+        if self.steps_per_epoch is not None:
+            _int("steps_per_epoch", self.steps_per_epoch, 1, " or None")
+        if self.steps_per_run is not None:
+            _int("steps_per_run", self.steps_per_run, 1, " or None")
+        if self.eval_batch_size is not None:
+            _int("eval_batch_size", self.eval_batch_size, 1, " or None")
+        _number("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        _number("lr_min", self.lr_min, low=0.0)
+        _number("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True)
+        _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        _number("weight_decay", self.weight_decay, low=0.0)
+        _number("grad_clip_norm", self.grad_clip_norm, low=0.0, note=" (0 = no clipping)")
+        _number("auxiliary_weight", self.auxiliary_weight, low=0.0)
+        _number("drop_path_rate", self.drop_path_rate, low=0.0, high=1.0, high_open=True)
+        _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        if self.lr_schedule not in schedules.LR_SCHEDULES:
+            raise ValueError(
+                f"TrainConfig.lr_schedule must be one of {list(schedules.LR_SCHEDULES)}, "
+                f"got {self.lr_schedule!r}"
+            )
+        if self.lr_schedule == "cosine" and self.lr_min > self.learning_rate:
+            raise ValueError(
+                f"TrainConfig.lr_min ({self.lr_min}) must not exceed learning_rate "
+                f"({self.learning_rate})"
+            )
+        if self.mixed_precision not in MIXED_PRECISION_POLICIES:
+            raise ValueError(
+                f"TrainConfig.mixed_precision must be one of {list(MIXED_PRECISION_POLICIES)}, "
+                f"got {self.mixed_precision!r}"
+            )
+        if self.eval_split not in (None, "val", "test"):
+            raise ValueError(
+                f"TrainConfig.eval_split must be None, 'val' or 'test', got {self.eval_split!r}"
+            )
+        if self.progress not in ("auto", "bar", "epoch", "none"):
+            raise ValueError(
+                f"TrainConfig.progress must be 'auto', 'bar', 'epoch' or 'none', "
+                f"got {self.progress!r}"
+            )
+        if not isinstance(self.jit_compile, bool):
+            raise ValueError(
+                f"TrainConfig.jit_compile must be True or False, got {self.jit_compile!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _int(field: str, value: object, minimum: int, note: str = "") -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"TrainConfig.{field} must be an int >= {minimum}{note}, got {value!r}")
+
+
+def _number(
+    field: str,
+    value: object,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+    note: str = "",
+) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"TrainConfig.{field} must be a number in {interval}{note}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------
+# The run
+
+
+def run_record(
+    genotype: Genotype, network: NetworkConfig, config: TrainConfig, data: LearnerData
+) -> dict[str, Any]:
+    """What ``run.json`` holds: everything needed to rebuild, resume and export the run."""
+    return {
+        "format": wd.RUN_FORMAT,
+        "genotype": genotype.to_json_dict(),
+        "network": network.to_dict(),
+        "train": config.to_dict(),
+        "data": {
+            "learner": data.name,
+            "source": data.learner.source.description,
+            "num_classes": data.num_classes,
+            "class_names": list(data.class_names),
+            "image_shape": list(data.image_shape),
+            "normalization": {
+                "mean": list(data.normalization.mean),
+                "std": list(data.normalization.std),
+            },
+            "batch_size": data.batch_size,
+            "num_train": data.num_train,
+            "num_val": data.num_val,
+        },
+    }
+
+
+class _Summaries:
+    """TensorBoard writers (no-ops on workers other than the chief)."""
+
+    def __init__(self, workdir: Path) -> None:
+        if distribute.is_chief():
+            root = workdir / wd.TENSORBOARD_DIR
+            self.train = tf.summary.create_file_writer(str(root / "train"))
+            self.eval = tf.summary.create_file_writer(str(root / "eval"))
+        else:
+            self.train = self.eval = tf.summary.create_noop_writer()
+
+    @staticmethod
+    def write(writer, step: int, scalars: Mapping[str, float]) -> None:
+        with writer.as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+        writer.flush()
+
+
+def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # The pipelines are generated from index ranges, not files: under
+    # MultiWorkerMirroredStrategy each worker keeps its part of every global batch.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+class _Run:
+    """One start of a training run: checked settings, restored state, loop, results."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        genotype: Genotype,
+        learner: Learner,
+        network: NetworkConfig,
+        config: TrainConfig,
+        command: str | None,
+    ) -> None:
+        self.workdir, self.genotype, self.network, self.config = workdir, genotype, network, config
+        self.command = command
+        # MultiWorkerMirroredStrategy must exist before any other TF work of the process.
+        self.strategy = distribute.make_strategy()
+        self.data = data = build_learner_data(learner, config.seed)
+        if data.num_classes < 2:
+            raise ValueError(
+                f"Learner {learner.name!r} has {data.num_classes} class; training needs >= 2"
+            )
+        self.eval_split = config.eval_split or ("val" if data.num_val else "test")
+        if self.eval_split == "val" and not data.num_val:
+            raise ValueError(
+                f"TrainConfig.eval_split='val' but Learner {learner.name!r} holds out no "
+                f"validation data (val_fraction={learner.val_fraction}); set val_fraction > 0 "
+                f"or eval_split='test'"
+            )
+        self.record = run_record(genotype, network, config, data)
+        if (workdir / wd.RUN_FILE).exists():
+            wd.check_restart(workdir, self.record, RESTART_FREE_SETTINGS)
+        self.steps_per_epoch = config.steps_per_epoch or data.steps_per_epoch
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self.eval_batch = config.eval_batch_size or data.batch_size
+
+        keras.utils.set_random_seed(config.seed)
+        self.trainer = Trainer(
+            genotype,
+            network,
+            data.num_classes,
+            data.image_shape,
+            data.batch_size,
+            self.strategy,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            auxiliary_weight=config.auxiliary_weight,
+            label_smoothing=config.label_smoothing,
+            grad_clip_norm=config.grad_clip_norm,
+            mixed_precision=config.mixed_precision,
+            jit_compile=config.jit_compile,
+        )
+        self._restore()
+        if distribute.is_chief():
+            wd.write_json_atomically(workdir / wd.RUN_FILE, self.record)
+            wd.write_text_atomically(workdir / wd.CONFIG_FILE, gin.config_str())
+        self.summaries = _Summaries(workdir)
+        self.progress = config.progress
+        if self.progress == "auto":
+            self.progress = "bar" if sys.stdout.isatty() else "epoch"
+
+    def _restore(self) -> None:
+        trainer, workdir = self.trainer, self.workdir
+        latest = tf.train.latest_checkpoint(str(workdir / wd.LAST_DIR))
+        if latest:
+            trainer.checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("resuming from %s (step %d)", latest, int(trainer.step.numpy()))
+        self.step = int(trainer.step.numpy())
+        if self.step > self.total_steps:
+            raise ValueError(
+                f"the checkpoint {latest} is at step {self.step}, past this run's "
+                f"{self.total_steps} steps"
+            )
+        self.last = tf.train.CheckpointManager(
+            trainer.checkpoint, str(wd.write_dir(workdir / wd.LAST_DIR)), max_to_keep=2
+        )
+        self.best = tf.train.CheckpointManager(
+            trainer.model_checkpoint, str(wd.write_dir(workdir / wd.BEST_DIR)), max_to_keep=1
+        )
+        best_file = workdir / wd.BEST_DIR / wd.BEST_FILE
+        self.best_info = wd.read_json(best_file, "best record") if best_file.is_file() else None
+
+    def _save(self, manager: tf.train.CheckpointManager) -> None:
+        self.trainer.step.assign(self.step)
+        manager.save(checkpoint_number=self.step)
+        wd.cleanup(manager.directory)
+
+    def train(self) -> dict[str, Any]:
+        """Trains to the end (or for ``steps_per_run`` steps); returns the results record."""
+        config, data = self.config, self.data
+        logging.info(
+            "training %s network on %r: %d epochs x %d steps, global batch %d, %d replica(s), "
+            "best checkpoint by %r top-1",
+            self.network.kind, data.name, config.epochs, self.steps_per_epoch, data.batch_size,
+            self.strategy.num_replicas_in_sync, self.eval_split,
+        )  # fmt: skip
+        stop_at = self.total_steps
+        if config.steps_per_run is not None:
+            stop_at = min(stop_at, self.step + config.steps_per_run)
+        batches = self.strategy.experimental_distribute_dataset(
+            _distributable(data.train_dataset(start_batch=self.step))
+        )
+        iterator = iter(batches)
+        while self.step < stop_at:
+            epoch = self.step // self.steps_per_epoch
+            epoch_end = min((epoch + 1) * self.steps_per_epoch, stop_at)
+            line = self._train_epoch(iterator, epoch, epoch_end)
+            if self.step % self.steps_per_epoch == 0:
+                line += self._end_epoch(epoch + 1)
+            self._save(self.last)
+            if self.progress != "none":
+                print(line, flush=True)
+        if self.step < self.total_steps:
+            logging.info(
+                "stopped at step %d of %d (steps_per_run=%d); run again to continue",
+                self.step, self.total_steps, config.steps_per_run,
+            )  # fmt: skip
+            return {"finished": False, "step": self.step, "total_steps": self.total_steps}
+        return self._results()
+
+    def _train_epoch(self, iterator, epoch: int, end: int) -> str:
+        config, trainer = self.config, self.trainer
+        lr = schedules.learning_rate(
+            epoch, config.epochs, config.learning_rate, config.lr_schedule, config.lr_min,
+            config.lr_decay,
+        )  # fmt: skip
+        rate = schedules.drop_path_rate(epoch, config.epochs, config.drop_path_rate)
+        trainer.learning_rate.assign(lr)
+        trainer.model.drop_path_rate.assign(rate)
+        if self.progress == "bar":
+            print(f"Epoch {epoch + 1}/{config.epochs}")
+        bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["lr"])
+        sums: dict[str, float] = {}
+        first, start = self.step, time.perf_counter()
+        while self.step < end:
+            # Drop-path masks are a function of (seed, step): a resumed run draws the same.
+            seed = tf.constant([config.seed, self.step], tf.int64)
+            out = {k: float(v) for k, v in trainer.train_step(next(iterator), seed).items()}
+            self.step += 1
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v
+            loss, accuracy = out["loss_sum"] / out["count"], out["correct"] / out["count"]
+            if self.progress == "bar":
+                position = self.step - epoch * self.steps_per_epoch
+                bar.update(position, [("loss", loss), ("acc", accuracy), ("lr", lr)])
+            if self.step % config.log_every_steps == 0:
+                scalars = {
+                    "loss": loss,
+                    "accuracy": 100.0 * accuracy,
+                    "grad_norm": out["grad_norm"],
+                    "learning_rate": lr,
+                    "drop_path_rate": rate,
+                }
+                if trainer.loss_scale is not None:
+                    scalars["loss_scale"] = float(trainer.loss_scale.scale.numpy())
+                self.summaries.write(self.summaries.train, self.step, scalars)
+            if config.checkpoint_every_steps and self.step % config.checkpoint_every_steps == 0:
+                self._save(self.last)
+        seconds = time.perf_counter() - start
+        count = max(sums.get("count", 0.0), 1.0)
+        stats = {
+            "epoch_loss": sums.get("loss_sum", 0.0) / count,
+            "epoch_accuracy": 100.0 * sums.get("correct", 0.0) / count,
+            "images_per_second": sums.get("count", 0.0) / seconds,
+        }
+        self.summaries.write(self.summaries.train, self.step, stats)
+        if sums.get("skipped"):
+            logging.warning("%d step(s) skipped: non-finite float16 gradients", sums["skipped"])
+        return (
+            f"epoch {epoch + 1}/{config.epochs} (step {self.step}): train loss "
+            f"{stats['epoch_loss']:.4f} acc {stats['epoch_accuracy']:.2f}% lr {lr:.4g} "
+            f"drop-path {rate:.3g}, {self.step - first} steps at "
+            f"{stats['images_per_second']:.1f} img/s"
+        )
+
+    def _end_epoch(self, epochs_done: int) -> str:
+        """Evaluates when due and keeps the best checkpoint; returns text for the epoch line."""
+        every = self.config.eval_every_epochs
+        if not (self.step == self.total_steps or (every and epochs_done % every == 0)):
+            return ""
+        split = self.eval_split
+        metrics = self.trainer.evaluate(
+            _distributable(self.data.eval_dataset(split, self.eval_batch))
+        )
+        self.summaries.write(
+            self.summaries.eval, self.step, {f"{split}_{k}": v for k, v in metrics.items()}
+        )
+        if metrics["top1"] > float(self.trainer.best_metric.numpy()):
+            self.trainer.best_metric.assign(metrics["top1"])
+            self._save(self.best)
+            self.best_info = {"step": self.step, "epoch": epochs_done, "split": split, **metrics}
+            if distribute.is_chief():
+                wd.write_json_atomically(self.workdir / wd.BEST_DIR / wd.BEST_FILE, self.best_info)
+        return f"; {split} top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}%"
+
+    def _results(self) -> dict[str, Any]:
+        trainer, data = self.trainer, self.data
+        test = trainer.evaluate(_distributable(data.test_dataset(self.eval_batch)))
+        size = complexity(trainer.model, data.image_shape)
+        results = {
+            "finished": True,
+            "test_top1": test["top1"],
+            "test_top5": test["top5"],
+            "test_loss": test["loss"],
+            "num_test": test["count"],
+            "checkpoint": "last",
+            "params": size.params,
+            "params_m": size.params_m,
+            "macs": size.macs,
+            "macs_m": size.macs_m,
+            "image_shape": list(data.image_shape),
+            "epochs": self.config.epochs,
+            "steps": self.step,
+            "genotype": self.genotype.to_json_dict(),
+            "network": self.network.to_dict(),
+            "learner": data.name,
+            "best": self.best_info,
+            "command": self.command,
+        }
+        if distribute.is_chief():
+            wd.write_json_atomically(self.workdir / wd.RESULTS_FILE, results)
+        logging.info(
+            "test top-1 %.2f%% top-5 %.2f%% -> %s",
+            test["top1"], test["top5"], self.workdir / wd.RESULTS_FILE,
+        )  # fmt: skip
+        return results
+
+
+@gin.configurable(denylist=["workdir", "genotype", "command"])
+def train_and_evaluate(
+    workdir: str | os.PathLike[str],
+    genotype: Genotype | str,
+    learner: Learner = gin.REQUIRED,
+    network: NetworkConfig | None = None,
+    config: TrainConfig | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Trains ``genotype``'s network from scratch on ``learner``; returns the results record.
+
+    Continues from the newest checkpoint when ``workdir`` holds one of the same run (a
+    finished run is only evaluated again). ``network`` and ``config`` default to the DARTS
+    CIFAR settings. The record, also written to
+    ``WORKDIR/results.json``, holds test top-1 / top-5 accuracy in %, parameters and
+    multiply-adds, the genotype, the epochs and ``command``; ``finished`` is False when
+    ``config.steps_per_run`` stopped the run early (then nothing is evaluated).
+    """
+    # Settings are checked before anything is computed or written.
+    network = NetworkConfig() if network is None else network
+    config = TrainConfig() if config is None else config
+    if isinstance(genotype, (str, os.PathLike)):
+        genotype = load_genotype(genotype)
+    if not isinstance(genotype, Genotype):
+        raise ValueError(
+            f"training needs a DARTS-space genotype, got a "
+            f"{getattr(genotype, 'space', type(genotype).__name__)!r} genotype: {genotype!r}"
+        )
+    if not isinstance(learner, Learner):
+        raise ValueError(f"train_and_evaluate needs a Learner (gin: @Learner()), got {learner!r}")
+    if not isinstance(network, NetworkConfig):
+        raise ValueError(f"network must be a NetworkConfig, got {network!r}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {config!r}")
+    if config.auxiliary_weight and not network.auxiliary:
+        logging.warning(
+            "TrainConfig.auxiliary_weight=%s is unused: NetworkConfig.auxiliary is False",
+            config.auxiliary_weight,
+        )
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"workdir {workdir} exists and is not a directory")
+    if (workdir / wd.RUN_FILE).exists():
+        wd.read_run_record(workdir)
+    return _Run(workdir, genotype, learner, network, config, command).train()

@@ -1,0 +1,125 @@
+r"""Measures training throughput of an evaluation network, with and without XLA.
+
+    python tools/bench_train.py            # DARTS_V2, 20 cells, 36 channels, batch 96, 32x32
+
+Times the full training step of tools/train.py (forward with auxiliary head and drop-path,
+backward, all-reduce, global-norm clipping, SGD update) on one fixed batch of random images
+kept on the device, so the input pipeline is not measured. Each setting prints one JSON line:
+images/s is the median over --steps timed steps after --warmup untimed ones (the first of
+which traces, and with XLA compiles).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+GENOTYPE = flags.DEFINE_string("genotype", "DARTS_V2", "genotype file or published name")
+CHANNELS = flags.DEFINE_integer("channels", 36, "initial channels")
+LAYERS = flags.DEFINE_integer("layers", 20, "cells")
+BATCH = flags.DEFINE_integer("batch", 96, "global batch size")
+IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "input height and width")
+NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "classes")
+KIND = flags.DEFINE_enum("kind", "cifar", ["cifar", "imagenet"], "network kind")
+STEPS = flags.DEFINE_integer("steps", 10, "timed steps (>= 1)")
+WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps first (>= 1: tracing, compiling)")
+JIT = flags.DEFINE_enum("jit", "both", ["both", "on", "off"], "XLA settings to measure")
+MIXED = flags.DEFINE_string("mixed_precision", None, "None, mixed_float16 or mixed_bfloat16")
+
+
+def measure(jit_compile: bool) -> dict:
+    import tensorflow as tf
+
+    from il_tf.models.networks import NetworkConfig
+    from il_tf.models.trainer import Trainer
+    from il_tf.spaces.genotypes import load_genotype
+
+    strategy = tf.distribute.MirroredStrategy(
+        [d.name for d in tf.config.list_logical_devices("GPU")] or ["/cpu:0"]
+    )
+    shape = (IMAGE_SIZE.value, IMAGE_SIZE.value, 3)
+    build_start = time.perf_counter()
+    trainer = Trainer(
+        load_genotype(GENOTYPE.value),
+        NetworkConfig(kind=KIND.value, channels=CHANNELS.value, layers=LAYERS.value),
+        NUM_CLASSES.value,
+        shape,
+        BATCH.value,
+        strategy,
+        mixed_precision=MIXED.value,
+        jit_compile=jit_compile,
+    )
+    build_seconds = time.perf_counter() - build_start
+    trainer.learning_rate.assign(0.025)
+    trainer.model.drop_path_rate.assign(0.1)
+    images = tf.random.stateless_normal((BATCH.value, *shape), seed=(0, 0))
+    labels = tf.random.stateless_uniform(
+        (BATCH.value,), seed=(0, 1), maxval=NUM_CLASSES.value, dtype=tf.int32
+    )
+    batch = next(
+        iter(
+            strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)))
+        )
+    )
+
+    def step(i: int) -> float:
+        start = time.perf_counter()
+        out = trainer.train_step(batch, tf.constant([0, i], tf.int64))
+        float(out["loss_sum"])  # waits for the step to finish
+        return time.perf_counter() - start
+
+    warmup = [step(i) for i in range(WARMUP.value)]
+    timed = [step(WARMUP.value + i) for i in range(STEPS.value)]
+    median = statistics.median(timed)
+    return {
+        "genotype": GENOTYPE.value,
+        "kind": KIND.value,
+        "layers": LAYERS.value,
+        "channels": CHANNELS.value,
+        "batch": BATCH.value,
+        "image_size": IMAGE_SIZE.value,
+        "jit_compile": jit_compile,
+        "mixed_precision": MIXED.value,
+        "replicas": strategy.num_replicas_in_sync,
+        "images_per_second": round(BATCH.value / median, 2),
+        "step_seconds_median": round(median, 4),
+        "step_seconds_min": round(min(timed), 4),
+        "step_seconds_max": round(max(timed), 4),
+        "timed_steps": len(timed),
+        "first_step_seconds": round(warmup[0], 2),
+        "build_seconds": round(build_seconds, 2),
+        "device": "GPU" if tf.config.list_logical_devices("GPU") else "CPU",
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "tensorflow": tf.__version__,
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if STEPS.value < 1 or WARMUP.value < 1:
+        raise app.UsageError(
+            f"--steps and --warmup must be >= 1, got {STEPS.value}, {WARMUP.value}"
+        )
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("WARNING")
+    settings = {"both": [False, True], "on": [True], "off": [False]}[JIT.value]
+    for jit_compile in settings:
+        try:
+            record = measure(jit_compile)
+        except Exception as e:  # report a setting that cannot run (e.g. an op XLA lacks)
+            record = {"jit_compile": jit_compile, "error": f"{type(e).__name__}: {e}"[:500]}
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
