@@ -14,6 +14,8 @@ import keras
 
 from il_tf.spaces.darts_supernet import DartsSupernet
 from il_tf.spaces.genotypes import DARTS_OPS
+from il_tf.spaces.nb201_genotype import NB201_OPS
+from il_tf.spaces.nb201_supernet import NB201Supernet
 
 
 @gin.configurable
@@ -35,4 +37,17 @@ def darts_supernet(
         stem_multiplier=stem_multiplier,
         ops=tuple(ops),
         activation=activation,
+    )
+
+
+@gin.configurable
+def nb201_supernet(
+    channels: int = 16,
+    cells_per_stage: int = 5,
+    ops: Sequence[str] = NB201_OPS,
+    activation: str = "relu",
+) -> keras.layers.Layer:
+    """The NAS-Bench-201 search supernet (DESIGN §2); defaults are the benchmark's skeleton."""
+    return NB201Supernet(
+        channels=channels, cells_per_stage=cells_per_stage, ops=tuple(ops), activation=activation
     )
