@@ -29,6 +29,8 @@ def register_configurables() -> None:
     import il_tf.distribute  # noqa: F401
     import il_tf.learning.engine  # noqa: F401
     import il_tf.learning.search  # noqa: F401
+    import il_tf.models.networks  # noqa: F401
+    import il_tf.models.training  # noqa: F401
     import il_tf.spaces.factories  # noqa: F401
 
 
@@ -39,9 +41,17 @@ def fail(error: BaseException) -> NoReturn:
     sys.exit(1)
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> str:
-    """Parses gin files and bindings; returns the config text (exits on a bad config)."""
+    """Parses gin files and bindings; returns the config text (exits on a bad config).
+
+    ``include`` lines may name files relative to the working directory or to the
+    project root (``gin_configs/search/common/darts_search.gin``).
+    """
     register_configurables()
+    gin.add_config_file_search_path(str(PROJECT_ROOT))
     for f in files:
         if not Path(f).is_file():
             fail(ValueError(f"gin file {f!r} does not exist"))

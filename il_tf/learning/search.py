@@ -203,6 +203,19 @@ class _Run:
         self.strategy = strategy
         self.chief = distribute.is_chief()
         self.schedule = config.make_schedule()
+        self.nb201_table = None
+        space_probe = config.supernet()  # cheap: no weights until built
+        if config.nb201_table:
+            from il_tf.nb201_lookup import NB201Table
+
+            if getattr(space_probe, "space", None) != "nas-bench-201":
+                raise ValueError(
+                    f"SearchConfig.nb201_table is set, but the supernet searches the "
+                    f"{getattr(space_probe, 'space', '?')!r} space; the table scores "
+                    "cells of the NAS-Bench-201 space only (SearchConfig.supernet = @nb201_supernet)"
+                )
+            self.nb201_table = NB201Table.load(config.nb201_table)
+
         self.datas = [build_learner_data(lr, config.seed) for lr in config.learners]
         replicas = strategy.num_replicas_in_sync
         for d in self.datas:
@@ -258,11 +271,6 @@ class _Run:
         self.eval_fns = [self._make_eval_fn(k) for k in range(len(self.datas))]
         self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
         self._drawing_warned = False
-        self.nb201_table = None
-        if config.nb201_table:
-            from il_tf.nb201_lookup import NB201Table
-
-            self.nb201_table = NB201Table.load(config.nb201_table)
 
     # -- construction --------------------------------------------------------------
 
