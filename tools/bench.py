@@ -1,0 +1,199 @@
+r"""Times the search: forward+backward of the supernet and one search iteration per method.
+
+    python tools/bench.py --configs=S,M --methods=all --xla=off,on --learners=1,2
+
+Prints one JSON line per case: median/min/max milliseconds per step over --steps timed
+steps after --warmup untimed ones (tracing, compiling), the peak resident memory of the
+process that ran the case, and, per method, the ratio of its median over the median of a
+plain forward+backward of the same supernet measured in the same run. Each case runs in
+its own process, so peak memory is that case's own. Inputs are fixed random tensors: the
+input pipeline is not timed.
+
+Configs (DESIGN §7): S = batch 16, 5 cells, 8 channels, 32×32; M = batch 64, 8 cells,
+16 channels, 32×32. --learners=2 runs K=2 learners with R=2 rounds (S = 4 stages).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+CONFIGS = {
+    "S": {"batch": 16, "num_cells": 5, "channels": 8, "image_size": 32},
+    "M": {"batch": 64, "num_cells": 8, "channels": 16, "image_size": 32},
+}
+METHODS = ("forward_backward", "first_order", "finite_difference", "unrolled")
+NUM_CLASSES = 10
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("configs", ["S"], f"configs to run: {sorted(CONFIGS)}")
+flags.DEFINE_list("methods", ["all"], f"'all' or some of {list(METHODS)}")
+flags.DEFINE_list("xla", ["off"], "'off', 'on' or both (jit_compile)")
+flags.DEFINE_list("learners", ["1"], "1 (K=1, R=1: DARTS) and/or 2 (K=2, R=2)")
+flags.DEFINE_integer("steps", 10, "timed steps per case (>= 10 for the README table)")
+flags.DEFINE_integer("warmup", 2, "untimed steps before timing")
+flags.DEFINE_string("partial_channels", None, "PC-DARTS: partial-channel K (None: plain DARTS)")
+flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
+
+
+def run_case(case: dict) -> dict:
+    """Builds the engine for one case, times its steps, returns the measurements."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from il_tf.learning.engine import OptimizerSettings, SearchEngine
+    from il_tf.learning.objective import ChainSettings, SearchModel, stage_data_gradient
+    from il_tf.learning.schedule import make_schedule
+    from il_tf.spaces.architecture import Architecture
+    from il_tf.spaces.factories import darts_supernet
+
+    cfg = CONFIGS[case["config"]]
+    k = case["learners"]
+    rounds = 2 if k > 1 else 1
+    size, batch = cfg["image_size"], cfg["batch"]
+    supernet_kwargs = {"channels": cfg["channels"], "num_cells": cfg["num_cells"]}
+    if case.get("partial_channels"):
+        supernet_kwargs["partial_channels"] = int(case["partial_channels"])
+
+    def build() -> SearchModel:
+        keras.utils.set_random_seed(0)
+        encoder = darts_supernet(**supernet_kwargs)
+        arch = Architecture(encoder.arch_shapes(), seed=0)
+        heads = [keras.layers.Dense(NUM_CLASSES) for _ in range(k)]
+        features = encoder(tf.zeros((2, size, size, 3)), arch.tensors())
+        for h in heads:
+            h(features)
+        return SearchModel(encoder, heads, arch)
+
+    strategy = tf.distribute.get_strategy()
+    schedule = make_schedule(k, rounds, "interleaved")
+    method = case["method"] if case["method"] != "forward_backward" else "first_order"
+    engine = SearchEngine(
+        strategy,
+        build,
+        schedule,
+        method,
+        ChainSettings(proximity=1e-3),
+        OptimizerSettings(),
+        total_weight_steps=1000,
+        jit_compile=case["xla"],
+    )
+    rng = np.random.default_rng(0)
+
+    def batch_of():
+        return (
+            tf.constant(rng.normal(size=(batch, size, size, 3)).astype(np.float32)),
+            tf.constant(rng.integers(0, NUM_CLASSES, batch).astype(np.int32)),
+        )
+
+    train = [[tuple(batch_of() for _ in stage.learners)] for stage in schedule.stages]
+    val = [batch_of() for _ in range(k)]
+    model = engine.model
+
+    @tf.function(jit_compile=case["xla"])
+    def forward_backward(batch):
+        arch = model.arch.as_dict(model.arch_tensors())
+        g_enc, g_heads, _ = stage_data_gradient(
+            model, arch, model.encoder_weights(), model.head_weights(), (0,), (batch,)
+        )
+        return tf.linalg.global_norm(g_enc + g_heads[0])
+
+    if case["method"] == "forward_backward":
+
+        def step():
+            forward_backward(train[0][0][0]).numpy()
+
+    else:
+
+        def step():
+            engine.iteration(train, val)
+
+    started = time.perf_counter()
+    for _ in range(case["warmup"]):
+        step()
+    warmup_s = time.perf_counter() - started
+    times = []
+    for _ in range(case["steps"]):
+        t = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t) * 1000)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        **case,
+        "rounds": rounds,
+        "batch": batch,
+        "median_ms": round(statistics.median(times), 1),
+        "min_ms": round(min(times), 1),
+        "max_ms": round(max(times), 1),
+        "warmup_s": round(warmup_s, 1),
+        "peak_rss_mb": round(peak_kb / 1024),
+    }
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.case:
+        print(json.dumps(run_case(json.loads(FLAGS.case))), flush=True)
+        return
+    unknown = [c for c in FLAGS.configs if c not in CONFIGS]
+    methods = list(METHODS) if FLAGS.methods == ["all"] else FLAGS.methods
+    bad = [m for m in methods if m not in METHODS]
+    if unknown or bad:
+        raise app.UsageError(f"unknown configs {unknown} or methods {bad}")
+    if FLAGS.steps < 1 or FLAGS.warmup < 1:
+        raise app.UsageError("--steps and --warmup must be >= 1")
+    if "forward_backward" not in methods:
+        methods.insert(0, "forward_backward")
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": sys.platform,
+    }
+    print(json.dumps({"machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    for config in FLAGS.configs:
+        for xla in FLAGS.xla:
+            base = None
+            for learners in sorted({int(x) for x in FLAGS.learners}):
+                for method in methods:
+                    if method == "forward_backward" and learners != 1:
+                        continue
+                    case = {
+                        "config": config,
+                        "method": method,
+                        "xla": xla == "on",
+                        "learners": learners,
+                        "steps": FLAGS.steps,
+                        "warmup": FLAGS.warmup,
+                        "partial_channels": FLAGS.partial_channels,
+                    }
+                    proc = subprocess.run(
+                        [sys.executable, __file__, f"--case={json.dumps(case)}"],
+                        capture_output=True,
+                        text=True,
+                    )
+                    if proc.returncode != 0:
+                        result = {**case, "error": proc.stderr.strip().splitlines()[-1:]}
+                    else:
+                        result = json.loads(proc.stdout.strip().splitlines()[-1])
+                        if method == "forward_backward":
+                            base = result["median_ms"]
+                        elif base:
+                            result["ratio_vs_forward_backward"] = round(
+                                result["median_ms"] / base, 2
+                            )
+                    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
