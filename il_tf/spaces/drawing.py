@@ -22,7 +22,14 @@ from typing import Any
 
 from il_tf.spaces.genotypes import DARTS_SPACE, Genotype
 
-__all__ = ["CellGraph", "DrawingUnavailable", "cell_graphs", "darts_cell_graph", "draw_genotype"]
+__all__ = [
+    "CellGraph",
+    "DrawingUnavailable",
+    "cell_graphs",
+    "darts_cell_graph",
+    "draw_genotype",
+    "nb201_cell_graph",
+]
 
 _INSTALL_HINT = (
     "install the Graphviz system package: `sudo apt-get install graphviz` (Debian/Ubuntu), "
@@ -73,6 +80,16 @@ def darts_cell_graph(cell_edges: Sequence[tuple[str, int]], concat: Sequence[int
     )
 
 
+def nb201_cell_graph(edges: Sequence[tuple[int, int, str]]) -> CellGraph:
+    """The NAS-Bench-201 drawing: input node 0, nodes 1, 2, output node 3; no `none` edges."""
+    return CellGraph(
+        inputs=(("0", "in"),),
+        nodes=(("1", "1"), ("2", "2")),
+        outputs=(("3", "out"),),
+        edges=tuple((str(src), str(dst), op) for dst, src, op in edges if op != "none"),
+    )
+
+
 def cell_graphs(genotype: Any) -> dict[str, CellGraph]:
     """``{cell_name: CellGraph}`` of a genotype (``normal`` and ``reduce`` for DARTS)."""
     if isinstance(genotype, Genotype) or getattr(genotype, "space", None) == DARTS_SPACE:
@@ -80,6 +97,8 @@ def cell_graphs(genotype: Any) -> dict[str, CellGraph]:
             "normal": darts_cell_graph(genotype.normal, genotype.normal_concat),
             "reduce": darts_cell_graph(genotype.reduce, genotype.reduce_concat),
         }
+    if getattr(genotype, "space", None) == "nas-bench-201":
+        return {"cell": nb201_cell_graph(genotype.edges())}
     describe = getattr(genotype, "cell_graphs", None)
     if callable(describe):
         return dict(describe())

@@ -42,7 +42,7 @@ def test_nb201_search_reports_lookup(tmp_path, cifar10_folder, nb201_table_path,
         epochs=1,
         iterations_per_epoch=2,
         eval_batches=1,
-        draw=False,
+        draw=True,
         nb201_table=str(nb201_table_path),
     )
     result = run_search(config, tmp_path)
@@ -57,6 +57,7 @@ def test_nb201_search_reports_lookup(tmp_path, cifar10_folder, nb201_table_path,
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["nb201"]["cifar10_test"] == lookup["cifar10_test"]
     assert "NAS-Bench-201 look-up: CIFAR-10 test" in capsys.readouterr().out
+    assert (tmp_path / "genotype_cell.gv").is_file()
 
 
 def test_nb201_table_with_darts_space_is_refused(tmp_path, nb201_table_path):

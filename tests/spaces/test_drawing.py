@@ -78,3 +78,18 @@ def test_other_spaces_plug_in_through_cell_graphs(tmp_path):
     assert "nor_conv_3x3" in (tmp_path / "nb_cell.gv").read_text()
     with pytest.raises(TypeError, match="cannot draw a object"):
         cell_graphs(object())
+
+
+def test_nb201_cell_drawing_sources(tmp_path):
+    from il_tf.spaces.drawing import cell_graphs
+    from il_tf.spaces.nb201_genotype import NB201Genotype
+
+    g = NB201Genotype.from_arch_string(
+        "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|none~2|"
+    )
+    graph = cell_graphs(g)["cell"]
+    assert ("0", "1", "nor_conv_3x3") in graph.edges
+    assert all(op != "none" for _, _, op in graph.edges)
+    assert len(graph.edges) == 4
+    draw_genotype(g, tmp_path, formats=())
+    assert (tmp_path / "genotype_cell.gv").is_file()
