@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gin
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -240,8 +241,15 @@ class _Run:
             jit_compile=config.jit_compile,
         )
         self.model: SearchModel = self.engine.model
-        # A host-side counter: created outside the strategy scope, so it is a plain variable.
+        # Host-side state, created outside the strategy scope (plain variables): the
+        # iteration and, per learner, the train and validation batches consumed. The
+        # pipelines are pure functions of (seed, position) and nothing else is random,
+        # so these are the data position and the whole RNG state.
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        self.data_positions = tf.Variable(
+            tf.zeros((len(self.datas), 2), tf.int64), trainable=False, name="data_positions"
+        )
+        self.seed = tf.Variable(config.seed, dtype=tf.int64, trainable=False, name="seed")
         # Variables are listed explicitly: TF's checkpoint does not follow the
         # layers Keras keeps in Python lists (cells, ops), so saving the layers
         # themselves would silently drop most weights.
@@ -260,6 +268,8 @@ class _Run:
             weight_optimizer=self.engine.weight_optimizer,
             arch_optimizer=self.engine.arch_optimizer,
             iteration=self.iteration,
+            data_positions=self.data_positions,
+            seed=self.seed,
         )
         ckpt_dir = workdir / "checkpoints"
         if not self.chief:
@@ -328,7 +338,17 @@ class _Run:
                         f"({self.workdir / 'config.gin'}) or use a new --workdir"
                     )
             self.checkpoint.restore(latest).assert_consumed()
-            logging.info("resumed from %s at iteration %d", latest, int(self.iteration))
+            it = int(self.iteration)
+            expected = self._positions(it)
+            if (self.data_positions.numpy() != expected).any() or int(
+                self.seed
+            ) != self.config.seed:
+                raise SearchError(
+                    f"checkpoint {latest} was written with another seed or data schedule "
+                    f"(data positions {self.data_positions.numpy().tolist()}, expected "
+                    f"{expected.tolist()}); use a new --workdir"
+                )
+            logging.info("resumed from %s at iteration %d", latest, it)
         elif self.chief:
             record = {
                 "fingerprint": fingerprint,
@@ -338,21 +358,38 @@ class _Run:
             _atomic_write(run_file, json.dumps(record, indent=2))
         return int(self.iteration)
 
+    def _positions(self, it: int) -> np.ndarray:
+        """Train and validation batches each learner has consumed after ``it`` iterations."""
+        return np.array(
+            [[it * self.schedule.batches_per_iteration(k), it] for k in range(len(self.datas))],
+            np.int64,
+        )
+
+    def _save(self, it: int) -> None:
+        self.data_positions.assign(self._positions(it))
+        self.manager.save(checkpoint_number=it)
+
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, stop_after: int | None = None) -> SearchResult:
         config, schedule = self.config, self.schedule
         start = self.restore_or_start()
+        positions = self._positions(start)
         train_iters = [
-            self._distribute(d.train_dataset(start_batch=start * schedule.batches_per_iteration(k)))
+            self._distribute(d.train_dataset(start_batch=int(positions[k, 0])))
             for k, d in enumerate(self.datas)
         ]
-        val_iters = [self._distribute(d.val_dataset(start_batch=start)) for d in self.datas]
+        val_iters = [
+            self._distribute(d.val_dataset(start_batch=int(positions[k, 1])))
+            for k, d in enumerate(self.datas)
+        ]
         it = start
         metrics: dict = {}
         if it >= self.total_iterations:
             logging.info("search already finished (%d iterations)", it)
-            metrics = self._end_of_epoch(it // self.ipe - 1, None, write=False)
+            print(f"search in {self.workdir} already finished ({it} iterations)", flush=True)
+            records = (self.workdir / "metrics.jsonl").read_text().splitlines()
+            metrics = json.loads(records[-1]) if records else {}
         while it < self.total_iterations:
             epoch = it // self.ipe
             stats = [RunningStats() for _ in self.datas]
@@ -391,16 +428,16 @@ class _Run:
                     values=[(f"{d.name}_loss", stats[k].loss) for k, d in enumerate(self.datas)],
                 )
                 if it % config.checkpoint_every == 0 and it % self.ipe:
-                    self.manager.save(checkpoint_number=it)
+                    self._save(it)
                 if stop_after is not None and it - start >= stop_after and it % self.ipe:
-                    self.manager.save(checkpoint_number=it)
+                    self._save(it)
                     logging.info(
                         "stopping after %d iterations (at %d); rerun to resume", stop_after, it
                     )
                     print(f"stopped at iteration {it}; run again on {self.workdir} to resume")
                     return SearchResult(self._genotype(), self.workdir, None, metrics)
             metrics = self._end_of_epoch(epoch, (stats, arch_val))
-            self.manager.save(checkpoint_number=it)
+            self._save(it)
             if stop_after is not None and it - start >= stop_after and it < self.total_iterations:
                 print(f"stopped at iteration {it}; run again on {self.workdir} to resume")
                 return SearchResult(self._genotype(), self.workdir, None, metrics)
@@ -453,18 +490,17 @@ class _Run:
             total.add(self.eval_fns[k](batch))
         return total
 
-    def _end_of_epoch(self, epoch: int, running, write: bool = True) -> dict:
+    def _end_of_epoch(self, epoch: int, running) -> dict:
         genotype = self._genotype()
         arch = self.model.arch.numpy()
         record: dict = {"epoch": epoch + 1, "iteration": int(self.iteration), "learners": {}}
         for k, d in enumerate(self.datas):
             val = self._evaluate(k)
             entry = {"val_loss": val.loss, "val_accuracy": val.accuracy}
-            if running is not None:
-                train, arch_val = running[0][k], running[1][k]
-                entry.update(train_loss=train.loss, train_accuracy=train.accuracy)
-                if arch_val.count:
-                    entry.update(hypergradient_val_loss=arch_val.loss)
+            train, arch_val = running[0][k], running[1][k]
+            entry.update(train_loss=train.loss, train_accuracy=train.accuracy)
+            if arch_val.count:
+                entry.update(hypergradient_val_loss=arch_val.loss)
             record["learners"][d.name] = entry
         lookup = None
         if self.nb201_table is not None:
@@ -484,7 +520,7 @@ class _Run:
                 "{cifar100_test:.2f}, ImageNet16-120 test {imagenet16_test:.2f}".format(**lookup),
                 flush=True,
             )
-        if not (write and self.chief):
+        if not self.chief:
             return record
         step = int(self.iteration)
         with self.writer.as_default():
