@@ -32,6 +32,7 @@ def register_configurables() -> None:
     import il_tf.models.networks  # noqa: F401
     import il_tf.models.training  # noqa: F401
     import il_tf.spaces.factories  # noqa: F401
+    import il_tf.tuning  # noqa: F401
 
 
 def fail(error: BaseException) -> NoReturn:
