@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging as py_logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,16 @@ def register_configurables() -> None:
     import il_tf.models.training  # noqa: F401
     import il_tf.spaces.factories  # noqa: F401
     import il_tf.tuning  # noqa: F401
+
+
+def quiet_tensorflow_logs() -> None:
+    """Drops TensorFlow's own INFO lines (one per checkpoint, strategy, saved function).
+
+    The tools print their progress themselves; warnings and errors still show.
+    """
+    logging.get_absl_logger().addFilter(
+        lambda record: record.levelno >= py_logging.WARNING or "/tensorflow/" not in record.pathname
+    )
 
 
 def fail(error: BaseException) -> NoReturn:

@@ -11,13 +11,14 @@ SavedModel). Serving with TensorFlow Serving: docs/serving.md.
 
 from __future__ import annotations
 
-import logging as py_logging
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+
+from il_tf import cli  # noqa: E402
 
 WORKDIR = flags.DEFINE_string("workdir", None, "work directory of tools/train.py")
 EXPORT_DIR = flags.DEFINE_string(
@@ -35,10 +36,7 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf
 
     tf.get_logger().setLevel("WARNING")
-    # TF's own INFO lines (one per checkpoint, per saved function) go through absl: drop them.
-    logging.get_absl_logger().addFilter(
-        lambda record: record.levelno >= py_logging.WARNING or "/tensorflow/" not in record.pathname
-    )
+    cli.quiet_tensorflow_logs()
     from il_tf.export import export
 
     try:

@@ -11,14 +11,13 @@ tensorboard --logdir WORKDIR/tensorboard.
 
 from __future__ import annotations
 
-import logging as py_logging
 import os
 import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from il_tf import cli  # noqa: E402
 
@@ -37,10 +36,7 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf
 
     tf.get_logger().setLevel("WARNING")
-    # TF's own INFO lines (one per checkpoint, per saved function) go through absl: drop them.
-    logging.get_absl_logger().addFilter(
-        lambda record: record.levelno >= py_logging.WARNING or "/tensorflow/" not in record.pathname
-    )
+    cli.quiet_tensorflow_logs()
     import il_tf.models.training  # noqa: F401  (registers TrainConfig, NetworkConfig)
     from il_tf.models.training import train_and_evaluate
     from il_tf.spaces.genotypes import load_genotype

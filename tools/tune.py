@@ -15,13 +15,12 @@ holds the same. See docs/tuning.md.
 
 from __future__ import annotations
 
-import logging as py_logging
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from il_tf import cli  # noqa: E402
 
@@ -39,9 +38,7 @@ def main(argv):
     import tensorflow as tf
 
     tf.get_logger().setLevel("WARNING")
-    logging.get_absl_logger().addFilter(
-        lambda record: record.levelno >= py_logging.WARNING or "/tensorflow/" not in record.pathname
-    )
+    cli.quiet_tensorflow_logs()
     config_text = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     from il_tf.tuning import TuneConfig, TuningError, run_tuning
 

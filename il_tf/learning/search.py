@@ -348,7 +348,7 @@ class _Run:
                     f"(data positions {self.data_positions.numpy().tolist()}, expected "
                     f"{expected.tolist()}); use a new --workdir"
                 )
-            logging.info("resumed from %s at iteration %d", latest, it)
+            print(f"resumed from {latest} at iteration {it}", flush=True)
         elif self.chief:
             record = {
                 "fingerprint": fingerprint,
@@ -386,7 +386,6 @@ class _Run:
         it = start
         metrics: dict = {}
         if it >= self.total_iterations:
-            logging.info("search already finished (%d iterations)", it)
             print(f"search in {self.workdir} already finished ({it} iterations)", flush=True)
             records = (self.workdir / "metrics.jsonl").read_text().splitlines()
             metrics = json.loads(records[-1]) if records else {}
@@ -397,7 +396,6 @@ class _Run:
             bar = keras.utils.Progbar(
                 self.ipe, stateful_metrics=[f"{d.name}_loss" for d in self.datas], unit_name="it"
             )
-            logging.info("epoch %d/%d", epoch + 1, config.epochs)
             print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
             while it < (epoch + 1) * self.ipe:
                 train_batches = [
@@ -512,7 +510,6 @@ class _Run:
             + (f", train acc {100 * e['train_accuracy']:.2f}%" if "train_accuracy" in e else "")
             for name, e in record["learners"].items()
         )
-        logging.info("epoch %d: %s", epoch + 1, summary)
         print(f"epoch {epoch + 1}: {summary}\ngenotype: {_genotype_text(genotype)}", flush=True)
         if lookup is not None:
             print(
@@ -607,5 +604,6 @@ def run_search(
     started = time.time()
     run = _Run(config, workdir, strategy)
     result = run.run(stop_after)
-    logging.info("search finished in %.1f s", time.time() - started)
+    if result.genotype_path is not None:
+        print(f"search finished in {time.time() - started:.1f} s", flush=True)
     return result
