@@ -221,6 +221,19 @@ def test_quickstart_tool_writes_genotype_and_workdir(tmp_path):
     assert 0 <= records[0]["learners"]["digits_0_4"]["val_accuracy"] <= 1
     assert list((tmp_path / "tensorboard").iterdir())
     assert (tmp_path / "checkpoints" / "checkpoint").is_file()
+    # Reproducible with a fixed seed: the same config run in this process gives
+    # bit-identical architecture logits.
+    import gin
+
+    from il_tf import cli
+
+    try:
+        cli.parse_gin([str(PROJECT_ROOT / "gin_configs" / "quickstart.gin")], TINY_BINDINGS)
+        again = run_search(cli.configured(SearchConfig), tmp_path / "again")
+    finally:
+        gin.clear_config()
+    _, meta_again = load_genotype_with_metadata(again.genotype_path)
+    assert meta_again["alpha"] == meta["alpha"]
 
 
 @pytest.mark.parametrize(
