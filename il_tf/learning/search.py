@@ -67,6 +67,9 @@ class SearchConfig:
       nb201_table: a NAS-Bench-201 table path; when set, the found cell's
         accuracies are looked up and reported (NAS-Bench-201 space only).
       jit_compile: compile the steps with XLA.
+      mixed_precision: None (float32) or ``mixed_bfloat16``: the supernet and heads
+        compute in bfloat16 with float32 weights; losses, α and every hypergradient
+        stay float32. (float16 would need loss scaling inside the unrolled chain.)
     """
 
     learners: Sequence[Learner] | None = None
@@ -88,6 +91,7 @@ class SearchConfig:
     draw: bool = True
     nb201_table: str | None = None
     jit_compile: bool = False
+    mixed_precision: str | None = None
 
     def __post_init__(self):
         if self.optimizers is None:
@@ -145,6 +149,12 @@ class SearchConfig:
                 raise ValueError(
                     f"SearchConfig.order {list(self.order)} must list each learner name once: {names}"
                 )
+        if self.mixed_precision not in (None, "mixed_bfloat16"):
+            raise ValueError(
+                f"SearchConfig.mixed_precision must be None or 'mixed_bfloat16', got "
+                f"{self.mixed_precision!r} (float16 needs loss scaling, which the "
+                "hypergradient chain does not do)"
+            )
         if self.nb201_table is not None and not Path(self.nb201_table).is_file():
             raise ValueError(
                 f"SearchConfig.nb201_table {self.nb201_table!r} is not a file "
@@ -178,6 +188,7 @@ class SearchConfig:
             "steps_per_stage": self.steps_per_stage,
             "order": None if self.order is None else list(self.order),
             "seed": self.seed,
+            "mixed_precision": self.mixed_precision,
         }
 
 
@@ -286,9 +297,16 @@ class _Run:
 
     def _build_model(self) -> SearchModel:
         keras.utils.set_random_seed(self.config.seed)
-        encoder = self.config.supernet()
-        arch = Architecture(encoder.arch_shapes(), seed=self.config.seed)
-        heads = _heads(self.datas)
+        previous = keras.config.dtype_policy()
+        if self.config.mixed_precision:
+            keras.config.set_dtype_policy(self.config.mixed_precision)
+        try:
+            encoder = self.config.supernet()
+            heads = _heads(self.datas)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        # α and β stay float32 whatever the layers compute in.
+        arch = Architecture(encoder.arch_shapes(), seed=self.config.seed, dtype="float32")
         for d, head in zip(self.datas, heads, strict=True):
             features = encoder(tf.zeros((2, *d.image_shape)), arch.tensors())
             head(features)

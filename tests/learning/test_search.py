@@ -288,3 +288,15 @@ def test_two_replicas_equal_one_device(method, mode):
     assert result["alpha_moved"] > 1e-3  # the step did something
     assert result["alpha_max_diff"] < 1e-5
     assert result["weights_max_diff"] < 1e-5
+
+
+def test_mixed_bfloat16_search_keeps_alpha_float32(tmp_path):
+    config = tiny_config(epochs=1, iterations_per_epoch=2, mixed_precision="mixed_bfloat16")
+    run_search(config, tmp_path)
+    run = search_lib._Run(config, tmp_path, tf.distribute.get_strategy())
+    run.restore_or_start()
+    assert run.model.encoder.compute_dtype == "bfloat16"
+    for v in run.model.arch.arch_variables:
+        assert v.dtype == "float32" and np.isfinite(v.numpy()).all()
+    with pytest.raises(ValueError, match="float16 needs loss scaling"):
+        tiny_config(mixed_precision="mixed_float16")
