@@ -127,23 +127,30 @@ def finite_difference(
     return cross_replica_sum(total), all_stats
 
 
+def _chain_validation_loss(
+    inputs: HypergradientInputs, arch: Tensors
+) -> tuple[tf.Tensor, list[LossStats]]:
+    """This replica's part of the top-level objective, through the whole virtual chain."""
+    model = inputs.model
+    arch_d = _arch_dict(inputs, arch)
+    encs, heads = objective.unroll(
+        model,
+        arch_d,
+        model.encoder_weights(),
+        model.head_weights(),
+        inputs.schedule,
+        inputs.train_batches,
+        inputs.lr,
+        inputs.settings,
+    )
+    return objective.validation_loss(model, arch_d, encs, heads, inputs.val_batches)
+
+
 def unrolled(inputs: HypergradientInputs, arch: Tensors) -> tuple[Tensors, list[LossStats]]:
     """Exact reverse-mode hypergradient through every step of the chain."""
-    model = inputs.model
     with tf.GradientTape() as tape:
         tape.watch(arch)
-        arch_d = _arch_dict(inputs, arch)
-        encs, heads = objective.unroll(
-            model,
-            arch_d,
-            model.encoder_weights(),
-            model.head_weights(),
-            inputs.schedule,
-            inputs.train_batches,
-            inputs.lr,
-            inputs.settings,
-        )
-        loss, stats = objective.validation_loss(model, arch_d, encs, heads, inputs.val_batches)
+        loss, stats = _chain_validation_loss(inputs, arch)
     return cross_replica_sum(tape.gradient(loss, arch, unconnected_gradients=ZERO)), stats
 
 
@@ -163,17 +170,5 @@ def get_method(name: str) -> HypergradientMethod:
 
 def top_level_objective(inputs: HypergradientInputs, arch: Tensors) -> tf.Tensor:
     """The scalar top-level objective through the whole chain (for gradient checks)."""
-    model = inputs.model
-    arch_d = _arch_dict(inputs, arch)
-    encs, heads = objective.unroll(
-        model,
-        arch_d,
-        model.encoder_weights(),
-        model.head_weights(),
-        inputs.schedule,
-        inputs.train_batches,
-        inputs.lr,
-        inputs.settings,
-    )
-    loss, _ = objective.validation_loss(model, arch_d, encs, heads, inputs.val_batches)
+    loss, _ = _chain_validation_loss(inputs, arch)
     return cross_replica_sum(loss)
