@@ -41,7 +41,10 @@ class Architecture(keras.layers.Layer):
 
     def numpy(self) -> dict[str, np.ndarray]:
         """The current values as numpy arrays, by name."""
-        return {name: np.asarray(v.numpy()) for name, v in zip(self.names, self.arch_variables, strict=True)}
+        return {
+            name: np.asarray(v.numpy())
+            for name, v in zip(self.names, self.arch_variables, strict=True)
+        }
 
     def as_dict(self, values) -> dict[str, tf.Tensor]:
         """Names a list of tensors given in variable order."""
