@@ -5,6 +5,25 @@ The encoder maps images to pooled features; per-learner heads sit on top of it
 encoder takes them as a call argument, so the hypergradient methods can pass
 tensors (or differentiate through them) and the optimizer of the weights never
 sees them. They live in an :class:`~il_tf.spaces.architecture.Architecture`.
+
+Two published variants of the DARTS search are settings of the same supernet:
+
+- **PC-DARTS** (Xu et al., ICLR 2020): ``partial_channels=K`` sends 1/K of each
+  edge's channels through the mixed op; the rest bypass it (max-pooled on
+  stride-2 edges) and a channel shuffle with K groups mixes the two parts.
+  Edge normalization (on by default when K > 1) adds logits β, one per edge:
+  each node sums its incoming edges weighted by the softmax of their β.
+- **P-DARTS** (Chen et al., ICCV 2019): per-edge op lists (the pruned op sets
+  of a later stage), dropout on the skip-connect op (``skip_dropout``) and a
+  cap on skip-connects in the derived normal cell (``max_skip_normal``). The
+  stages themselves are run by :mod:`il_tf.learning.progressive`.
+
+Skip-connect dropout is deterministic: its mask is a hash of (the example's
+pixels, ``dropout_seed``, the edge, the element), computed in TF integer ops.
+So a resumed search draws the very masks of an uninterrupted one, N replicas
+draw what one device draws on the whole batch (masks are per example), and the
+masks are constants of the hypergradient (the virtual step and the real step on
+one batch see the same mask; finite differences see no mask noise).
 """
 
 from __future__ import annotations
@@ -17,53 +36,320 @@ import tensorflow as tf
 
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.genotypes import DARTS_OPS, num_edges
-from il_tf.spaces.ops import Conv, FactorizedReduce, batch_norm, make_op, relu_conv_bn
+from il_tf.spaces.ops import (
+    Conv,
+    FactorizedReduce,
+    batch_norm,
+    make_op,
+    max_pool,
+    relu_conv_bn,
+)
+
+EdgeOps = tuple[tuple[str, ...], ...]
 
 
+# ----------------------------------------------------------------------------- PC-DARTS parts
+def channel_shuffle(x: tf.Tensor, groups: int) -> tf.Tensor:
+    """Channel shuffle of an NHWC tensor (ShuffleNet; PC-DARTS after each partial edge).
+
+    Channels are read as a ``groups × (C / groups)`` matrix and transposed: output
+    channel ``i * groups + g`` is input channel ``g * (C / groups) + i``. The
+    inverse is ``channel_shuffle(y, C // groups)``.
+    """
+    if groups == 1:
+        return x
+    channels = x.shape[-1]
+    if channels is None or channels % groups:
+        raise ValueError(f"channel_shuffle: {channels} channels do not split into {groups} groups")
+    dims = [d if d is not None else tf.shape(x)[i] for i, d in enumerate(x.shape[:-1])]
+    y = tf.reshape(x, [*dims, groups, channels // groups])
+    perm = list(range(len(dims))) + [len(dims) + 1, len(dims)]
+    return tf.reshape(tf.transpose(y, perm), [*dims, channels])
+
+
+def bypass_pool(x: tf.Tensor) -> tf.Tensor:
+    """2×2 stride-2 max-pooling of the channels that bypass a reduction edge.
+
+    PC-DARTS's ``MaxPool2d(2, 2)``; odd sizes are padded at the end so the result
+    is ceil(H/2)×ceil(W/2), like every stride-2 op. Built on :func:`ops.max_pool`,
+    whose double gradient is exact in graph mode.
+    """
+    pad_h, pad_w = x.shape[1] % 2, x.shape[2] % 2
+    if pad_h or pad_w:
+        low = -6e4 if x.dtype == tf.float16 else -1e9
+        x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=low)
+    return max_pool(x, 2, 2)
+
+
+def edge_normalization_weights(beta: tf.Tensor, steps: int) -> tf.Tensor:
+    """Softmax of β over each node's incoming edges, as one ``[num_edges(steps)]`` vector."""
+    parts, lo = [], 0
+    for node in range(steps):
+        parts.append(tf.nn.softmax(beta[lo : lo + node + 2]))
+        lo += node + 2
+    return tf.concat(parts, axis=0)
+
+
+# ----------------------------------------------------------------------------- deterministic dropout
+_MASK32 = 0xFFFFFFFF
+_MIX_MULTIPLIER = 0x45D9F3B  # < 2**27, so products of 32-bit values fit in int64
+
+
+def _mix32(h: tf.Tensor) -> tf.Tensor:
+    """A 32-bit integer hash finalizer on int64 tensors that hold 32-bit values."""
+    for _ in range(2):
+        h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+        h = tf.bitwise.bitwise_and(h * _MIX_MULTIPLIER, _MASK32)
+    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+
+
+def _mix32_int(value: int) -> int:
+    """:func:`_mix32` of a Python integer (for salts known when the graph is built)."""
+    h = value & _MASK32
+    for _ in range(2):
+        h ^= h >> 16
+        h = (h * _MIX_MULTIPLIER) & _MASK32
+    return h ^ (h >> 16)
+
+
+def example_keys(images: tf.Tensor, seed: int = 0) -> tf.Tensor:
+    """One 32-bit key per example (int64 ``[B]``): a hash of its pixels' bits and ``seed``.
+
+    Integer sums are exact and order-free, so an example gets the same key on any
+    device, in any batch, on any replica.
+    """
+    x = tf.stop_gradient(tf.cast(images, tf.float32))
+    bits = tf.bitwise.bitwise_and(tf.cast(tf.bitcast(x, tf.int32), tf.int64), _MASK32)
+    flat = tf.reshape(bits, [tf.shape(x)[0], -1])
+    position = _mix32(tf.range(tf.shape(flat)[1], dtype=tf.int64))
+    h = tf.reduce_sum(_mix32(tf.bitwise.bitwise_xor(flat, position)), axis=1)
+    h = tf.bitwise.bitwise_and(h, _MASK32)
+    return _mix32(tf.bitwise.bitwise_xor(h, _mix32_int(seed + 0x5EED)))
+
+
+def hashed_uniform(keys: tf.Tensor, salt: int, shape_like: tf.Tensor) -> tf.Tensor:
+    """Uniform [0, 1) float32 numbers shaped like ``shape_like``: a hash of (key, salt, index)."""
+    shape = tf.shape(shape_like)
+    n = tf.reduce_prod(shape[1:])
+    k = _mix32(tf.bitwise.bitwise_xor(keys, _mix32_int(salt)))
+    position = _mix32(tf.range(tf.cast(n, tf.int64), dtype=tf.int64))
+    h = _mix32(tf.bitwise.bitwise_xor(k[:, None], position[None, :]))
+    # 24 bits: exactly representable in float32, so the result stays below 1.
+    u = tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) * (1.0 / (1 << 24))
+    return tf.reshape(u, shape)
+
+
+def hashed_dropout(x: tf.Tensor, keys: tf.Tensor, salt: int, rate: float) -> tf.Tensor:
+    """Inverted dropout with a mask from :func:`hashed_uniform` (constant for gradients)."""
+    keep = tf.cast(hashed_uniform(keys, salt, x) >= rate, x.dtype)
+    return x * keep * tf.cast(1.0 / (1.0 - rate), x.dtype)
+
+
+# ----------------------------------------------------------------------------- op lists
+def normalize_edge_ops(ops, steps: int, what: str = "ops") -> EdgeOps:
+    """One op tuple per edge, from a shared op list or a per-edge list of op lists.
+
+    Every edge needs an op other than ``none``, no op twice, and (so that α is a
+    matrix) every edge the same number of ops.
+    """
+    n = num_edges(steps)
+    if isinstance(ops, str) or not isinstance(ops, Sequence):
+        raise ValueError(
+            f"{what} must be a list of op names or a list of {n} op lists, got {ops!r}"
+        )
+    if not ops:
+        raise ValueError(f"{what} {list(ops)} need at least one operation other than 'none'")
+    if all(isinstance(op, str) for op in ops):
+        per_edge = [tuple(ops)] * n
+        where = [what] * n
+    elif all(isinstance(o, Sequence) and not isinstance(o, str) for o in ops):
+        if len(ops) != n:
+            raise ValueError(
+                f"{what} has {len(ops)} per-edge op lists; a cell with {steps} nodes has {n} edges"
+            )
+        per_edge = [tuple(o) for o in ops]
+        where = [f"{what}[{e}]" for e in range(n)]
+    else:
+        raise ValueError(
+            f"{what} must be a list of op names (shared by all edges) or a list of {n} "
+            f"op lists (one per edge), got {ops!r}"
+        )
+    for edge_ops, w in zip(per_edge, where, strict=True):
+        unknown = [op for op in edge_ops if op not in DARTS_OPS]
+        if unknown:
+            raise ValueError(f"unknown DARTS ops {unknown} in {w}; allowed: {list(DARTS_OPS)}")
+        if not [op for op in edge_ops if op != "none"]:
+            raise ValueError(f"{w} {list(edge_ops)} need at least one operation other than 'none'")
+        if len(set(edge_ops)) != len(edge_ops):
+            raise ValueError(f"{w} repeats an op: {list(edge_ops)}")
+    if len({len(o) for o in per_edge}) > 1:
+        raise ValueError(
+            f"{what}: every edge needs the same number of ops (α is a matrix), got "
+            f"{[len(o) for o in per_edge]}"
+        )
+    return tuple(per_edge)
+
+
+def _shared_or_per_edge(edge_ops: EdgeOps):
+    """The shared op tuple when all edges have the same ops, else the per-edge tuples."""
+    return edge_ops[0] if len(set(edge_ops)) == 1 else edge_ops
+
+
+def derive_darts_genotype(
+    arch: Mapping[str, np.ndarray],
+    normal_ops: EdgeOps,
+    reduce_ops: EdgeOps,
+    steps: int = 4,
+    multiplier: int = 4,
+    max_skip_normal: int | None = None,
+) -> genotypes_lib.Genotype:
+    """The DARTS-rule genotype of ``arch`` (α, and β when present) for per-cell op lists.
+
+    ``arch`` holds ``normal``/``reduce`` (α) and optionally ``beta_normal``/
+    ``beta_reduce``; ``normal_ops``/``reduce_ops`` give each edge's ops (as
+    :func:`normalize_edge_ops` returns). ``max_skip_normal`` caps skip-connects in
+    the normal cell (P-DARTS). See :func:`genotypes.derive_genotype` for the rule.
+    """
+    beta_n, beta_r = arch.get("beta_normal"), arch.get("beta_reduce")
+    common = dict(steps=steps, multiplier=multiplier)
+    a_n, a_r = np.asarray(arch["normal"]), np.asarray(arch["reduce"])
+    if normal_ops == reduce_ops:
+        return genotypes_lib.derive_genotype(
+            a_n,
+            a_r,
+            ops=_shared_or_per_edge(normal_ops),
+            beta_normal=beta_n,
+            beta_reduce=beta_r,
+            max_skip_normal=max_skip_normal,
+            **common,
+        )
+    # derive_genotype takes one op list for both cells: derive each cell on its own.
+    normal = genotypes_lib.derive_genotype(
+        a_n,
+        a_n,
+        ops=_shared_or_per_edge(normal_ops),
+        beta_normal=beta_n,
+        beta_reduce=beta_n,
+        max_skip_normal=max_skip_normal,
+        **common,
+    )
+    try:
+        reduce = genotypes_lib.derive_genotype(
+            a_r, a_r, ops=_shared_or_per_edge(reduce_ops), beta_normal=beta_r, **common
+        )
+    except genotypes_lib.GenotypeError as err:
+        message = str(err).replace("normal", "reduce")
+        raise genotypes_lib.GenotypeError(message) from None
+    return genotypes_lib.Genotype(
+        normal=normal.normal,
+        normal_concat=normal.normal_concat,
+        reduce=reduce.reduce,
+        reduce_concat=reduce.reduce_concat,
+    )
+
+
+# ----------------------------------------------------------------------------- layers
 class MixedOp(keras.layers.Layer):
-    """The weighted sum of all candidate ops on one edge (weights = softmax of α)."""
+    """The weighted sum of all candidate ops on one edge (weights = softmax of α).
+
+    ``partial_channels`` K > 1 (PC-DARTS): only the first C/K channels go through
+    the ops (built with C/K channels); the other channels bypass them (2×2
+    max-pooled on stride-2 edges) and a channel shuffle with K groups follows.
+    ``skip_dropout`` (P-DARTS): dropout on the output of a stride-1 skip-connect,
+    applied when :meth:`call` gets per-example ``noise_keys``; ``salt`` tells this
+    edge's masks from the others'.
+    """
 
     def __init__(
-        self, channels: int, stride: int, ops: Sequence[str], activation: str = "relu", **kwargs
+        self,
+        channels: int,
+        stride: int,
+        ops: Sequence[str],
+        activation: str = "relu",
+        partial_channels: int = 1,
+        skip_dropout: float = 0.0,
+        salt: int = 0,
+        **kwargs,
     ):
         super().__init__(**kwargs)
+        if partial_channels < 1 or channels % partial_channels:
+            raise ValueError(
+                f"partial_channels must be a positive divisor of the edge's {channels} "
+                f"channels, got {partial_channels}"
+            )
         self.op_names = tuple(ops)
+        self.stride = stride
+        self.partial_channels = partial_channels
+        self.skip_dropout = float(skip_dropout)
+        self.salt = salt
         # `none` contributes exactly zero to the sum (and to every gradient): skip it.
         self.op_indices = [i for i, name in enumerate(self.op_names) if name != "none"]
+        op_channels = channels // partial_channels
         self.ops = [
-            make_op(self.op_names[i], channels, stride, search=True, activation=activation)
+            make_op(self.op_names[i], op_channels, stride, search=True, activation=activation)
             for i in self.op_indices
         ]
+        # P-DARTS drops out the identity skip (stride 1) only, not FactorizedReduce.
+        self.dropout_index = (
+            self.op_names.index("skip_connect")
+            if self.skip_dropout > 0 and stride == 1 and "skip_connect" in self.op_names
+            else None
+        )
 
     def build(self, input_shape=None):
         # Sub-layers build on first call; without this Keras would trace `call`
         # symbolically once per nesting level just to build (slow first calls).
         self.built = True
 
-    def call(self, x, weights):
+    def call(self, x, weights, noise_keys=None):
+        k = self.partial_channels
+        if k > 1:
+            part = x.shape[-1] // k
+            x, bypass = x[..., :part], x[..., part:]
         # One unstack instead of a slice per op keeps the graph small.
         w = tf.unstack(weights)
-        return tf.add_n([w[i] * op(x) for i, op in zip(self.op_indices, self.ops, strict=True)])
+        terms = []
+        for i, op in zip(self.op_indices, self.ops, strict=True):
+            y = op(x)
+            if i == self.dropout_index and noise_keys is not None:
+                y = hashed_dropout(y, noise_keys, self.salt, self.skip_dropout)
+            terms.append(w[i] * y)
+        out = tf.add_n(terms)
+        if k > 1:
+            if self.stride > 1:
+                bypass = bypass_pool(bypass)
+            out = channel_shuffle(tf.concat([out, bypass], axis=-1), k)
+        return out
 
 
 class SearchCell(keras.layers.Layer):
-    """A DARTS search cell: 2 inputs, ``steps`` nodes, each summing mixed edges."""
+    """A DARTS search cell: 2 inputs, ``steps`` nodes, each summing mixed edges.
+
+    ``ops`` is one op list shared by all edges or one op list per edge (in
+    :func:`genotypes.edges` order). ``call(s0, s1, weights, edge_weights=None,
+    noise_keys=None)``: ``weights`` are the op weights ``[num_edges, num_ops]``,
+    ``edge_weights`` (PC-DARTS edge normalization) one weight per edge.
+    """
 
     def __init__(
         self,
         channels: int,
         reduction: bool,
         reduction_prev: bool,
-        ops: Sequence[str],
+        ops: Sequence[str] | Sequence[Sequence[str]],
         steps: int = 4,
         multiplier: int = 4,
         activation: str = "relu",
+        partial_channels: int = 1,
+        skip_dropout: float = 0.0,
+        salt: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.reduction = reduction
         self.steps = steps
         self.multiplier = multiplier
+        self.edge_ops = normalize_edge_ops(ops, steps)
         # The cell before a reduction cell has twice the resolution of s1: reduce s0.
         self.preprocess0 = (
             FactorizedReduce(channels, search=True, activation=activation)
@@ -75,23 +361,36 @@ class SearchCell(keras.layers.Layer):
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(channels, stride, ops, activation))
+                e = len(self.edges)
+                self.edges.append(
+                    MixedOp(
+                        channels,
+                        stride,
+                        self.edge_ops[e],
+                        activation,
+                        partial_channels=partial_channels,
+                        skip_dropout=skip_dropout,
+                        salt=salt * 1024 + e,
+                    )
+                )
 
     def build(self, input_shape=None):
         # Sub-layers build on first call; without this Keras would trace `call`
         # symbolically once per nesting level just to build (slow first calls).
         self.built = True
 
-    def call(self, s0, s1, weights):
+    def call(self, s0, s1, weights, edge_weights=None, noise_keys=None):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        edge_weights = tf.unstack(weights)
+        op_weights = tf.unstack(weights)
+        scales = tf.unstack(edge_weights) if edge_weights is not None else None
         offset = 0
         for _ in range(self.steps):
-            node = tf.add_n(
-                [self.edges[offset + j](h, edge_weights[offset + j]) for j, h in enumerate(states)]
-            )
+            terms = []
+            for j, h in enumerate(states):
+                y = self.edges[offset + j](h, op_weights[offset + j], noise_keys)
+                terms.append(y if scales is None else scales[offset + j] * y)
             offset += len(states)
-            states.append(node)
+            states.append(tf.add_n(terms))
         return tf.concat(states[-self.multiplier :], axis=-1)
 
 
@@ -100,8 +399,23 @@ class DartsSupernet(keras.layers.Layer):
 
     Reduction cells (stride 2, channels doubled) sit at 1/3 and 2/3 of the depth.
     Works for any input size (odd ones too). ``call(images, arch)`` takes the
-    architecture logits as a mapping ``{"normal": [E, n_ops], "reduce": [E, n_ops]}``
-    and returns features ``[B, feature_dim]``.
+    architecture logits as a mapping (names and shapes: :meth:`arch_shapes`) —
+    ``{"normal": [E, n_ops], "reduce": [E, n_ops]}``, plus ``beta_normal`` and
+    ``beta_reduce`` ``[E]`` with edge normalization — and returns features
+    ``[B, feature_dim]``.
+
+    Args:
+      channels, num_cells, steps, multiplier, stem_multiplier, activation: the
+        DARTS search network.
+      ops: the candidate ops, shared by all edges, or one op list per edge (the
+        edges of :func:`genotypes.edges`); used by the normal cells, and by the
+        reduction cells too unless ``reduce_ops`` is given.
+      reduce_ops: the reduction cells' ops (shared or per edge); None = ``ops``.
+      partial_channels: K of PC-DARTS (1 = plain DARTS, 4 in PC-DARTS).
+      edge_normalization: learn β (PC-DARTS); None = on when ``partial_channels > 1``.
+      skip_dropout: dropout rate on skip-connect outputs (P-DARTS); 0 = off.
+      dropout_seed: salts the (deterministic) dropout masks.
+      max_skip_normal: the skip-connect cap of :meth:`derive` (P-DARTS: 2); None = none.
     """
 
     space = "darts"
@@ -113,8 +427,14 @@ class DartsSupernet(keras.layers.Layer):
         steps: int = 4,
         multiplier: int = 4,
         stem_multiplier: int = 3,
-        ops: Sequence[str] = DARTS_OPS,
+        ops: Sequence[str] | Sequence[Sequence[str]] = DARTS_OPS,
         activation: str = "relu",
+        reduce_ops: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        partial_channels: int = 1,
+        edge_normalization: bool | None = None,
+        skip_dropout: float = 0.0,
+        dropout_seed: int = 0,
+        max_skip_normal: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -122,16 +442,44 @@ class DartsSupernet(keras.layers.Layer):
             raise ValueError(f"num_cells must be >= 1, got {num_cells}")
         if channels < 1 or channels % 2:
             raise ValueError(f"channels must be a positive even number, got {channels}")
-        unknown = [op for op in ops if op not in DARTS_OPS]
-        if unknown:
-            raise ValueError(f"unknown DARTS ops {unknown}; allowed: {list(DARTS_OPS)}")
-        if not [op for op in ops if op != "none"]:
-            raise ValueError(f"ops {list(ops)} need at least one operation other than 'none'")
+        if not isinstance(partial_channels, int) or partial_channels < 1:
+            raise ValueError(f"partial_channels must be an integer >= 1, got {partial_channels!r}")
+        if channels % partial_channels:
+            raise ValueError(
+                f"channels ({channels}) must be divisible by partial_channels ({partial_channels})"
+            )
+        if not 0.0 <= skip_dropout < 1.0:
+            raise ValueError(f"skip_dropout must be in [0, 1), got {skip_dropout}")
+        if max_skip_normal is not None and (
+            not isinstance(max_skip_normal, int) or max_skip_normal < 0
+        ):
+            raise ValueError(
+                f"max_skip_normal must be None or an integer >= 0, got {max_skip_normal!r}"
+            )
         self.channels = channels
         self.num_cells = num_cells
         self.steps = steps
         self.multiplier = multiplier
-        self.op_names = tuple(ops)
+        self.partial_channels = partial_channels
+        self.edge_normalization = (
+            partial_channels > 1 if edge_normalization is None else bool(edge_normalization)
+        )
+        self.skip_dropout = float(skip_dropout)
+        self.dropout_seed = int(dropout_seed)
+        self.max_skip_normal = max_skip_normal
+        self.edge_ops = {
+            "normal": normalize_edge_ops(ops, steps, "ops"),
+            "reduce": normalize_edge_ops(
+                ops if reduce_ops is None else reduce_ops, steps, "reduce_ops"
+            ),
+        }
+        all_lists = set(self.edge_ops["normal"]) | set(self.edge_ops["reduce"])
+        if len(all_lists) == 1:
+            self.op_names = next(iter(all_lists))
+        else:
+            # Columns of α mean different ops on different edges: see `edge_ops`.
+            width = max(len(o) for o in all_lists)
+            self.op_names = tuple(f"op_{k}" for k in range(width))
         c_curr = stem_multiplier * channels
         self.stem_conv = Conv(c_curr, 3, 1)
         self.stem_bn = batch_norm(search=True)
@@ -145,7 +493,16 @@ class DartsSupernet(keras.layers.Layer):
                 c *= 2
             self.cells.append(
                 SearchCell(
-                    c, reduction, reduction_prev, self.op_names, steps, multiplier, activation
+                    c,
+                    reduction,
+                    reduction_prev,
+                    self.edge_ops["reduce" if reduction else "normal"],
+                    steps,
+                    multiplier,
+                    activation,
+                    partial_channels=partial_channels,
+                    skip_dropout=self.skip_dropout,
+                    salt=i + 1,
                 )
             )
             reduction_prev = reduction
@@ -157,28 +514,41 @@ class DartsSupernet(keras.layers.Layer):
 
     def arch_shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the architecture logits this supernet takes."""
-        shape = (num_edges(self.steps), len(self.op_names))
-        return {"normal": shape, "reduce": shape}
+        e = num_edges(self.steps)
+        shapes = {
+            "normal": (e, len(self.edge_ops["normal"][0])),
+            "reduce": (e, len(self.edge_ops["reduce"][0])),
+        }
+        if self.edge_normalization:
+            shapes.update(beta_normal=(e,), beta_reduce=(e,))
+        return shapes
 
     def call(self, images, arch: Mapping[str, tf.Tensor]):
-        weights = {
-            name: tf.nn.softmax(tf.cast(arch[name], images.dtype), axis=-1)
-            for name in ("normal", "reduce")
-        }
+        dtype = images.dtype
+        weights, edge_weights = {}, {}
+        for kind in ("normal", "reduce"):
+            weights[kind] = tf.nn.softmax(tf.cast(arch[kind], dtype), axis=-1)
+            edge_weights[kind] = (
+                edge_normalization_weights(tf.cast(arch[f"beta_{kind}"], dtype), self.steps)
+                if self.edge_normalization
+                else None
+            )
+        keys = example_keys(images, self.dropout_seed) if self.skip_dropout > 0 else None
         s0 = s1 = self.stem_bn(self.stem_conv(images))
         for cell in self.cells:
-            w = weights["reduce"] if cell.reduction else weights["normal"]
-            s0, s1 = s1, cell(s0, s1, w)
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights[kind], edge_weights[kind], keys)
         return tf.reduce_mean(s1, axis=[1, 2])
 
     def derive(self, arch: Mapping[str, np.ndarray]) -> genotypes_lib.Genotype:
-        """The discrete genotype of architecture logits (DARTS derivation rule)."""
-        return genotypes_lib.derive_genotype(
-            np.asarray(arch["normal"]),
-            np.asarray(arch["reduce"]),
-            ops=self.op_names,
+        """The discrete genotype of architecture logits (DARTS rule; β and the cap if set)."""
+        return derive_darts_genotype(
+            {k: np.asarray(v) for k, v in arch.items()},
+            self.edge_ops["normal"],
+            self.edge_ops["reduce"],
             steps=self.steps,
             multiplier=self.multiplier,
+            max_skip_normal=self.max_skip_normal,
         )
 
 
