@@ -29,6 +29,7 @@ def register_configurables() -> None:
     import il_tf.data.sources  # noqa: F401
     import il_tf.distribute  # noqa: F401
     import il_tf.learning.engine  # noqa: F401
+    import il_tf.learning.progressive  # noqa: F401
     import il_tf.learning.search  # noqa: F401
     import il_tf.models.networks  # noqa: F401
     import il_tf.models.training  # noqa: F401

@@ -4,7 +4,9 @@
         [--gin_bindings='SearchConfig.epochs = 5']
 
 Started again on the same workdir it resumes where it stopped. Without
-``--workdir`` a new one is made under ``runs/``.
+``--workdir`` a new one is made under ``runs/``. A config that binds
+``ProgressiveConfig`` runs a progressive (P-DARTS) search: one search per stage
+in ``WORKDIR/stage_<i>/``, the final genotype in ``WORKDIR/genotype.json``.
 """
 
 from __future__ import annotations
@@ -29,14 +31,24 @@ flags.DEFINE_integer(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.quiet_tensorflow_logs()
     config_text = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    from il_tf.learning import progressive
     from il_tf.learning.search import SearchConfig, SearchError, run_search
 
     workdir = cli.workdir_for(FLAGS.workdir, FLAGS.gin_file, "search")
     try:
         config = cli.configured(SearchConfig)
+        stages = (
+            cli.configured(progressive.ProgressiveConfig) if progressive.is_configured() else None
+        )
         cli.save_config(workdir, config_text)
-        result = run_search(config, workdir, stop_after=FLAGS.stop_after)
+        if stages is not None:
+            result = progressive.run_progressive(
+                config, stages, workdir, stop_after=FLAGS.stop_after
+            )
+        else:
+            result = run_search(config, workdir, stop_after=FLAGS.stop_after)
     except (ValueError, SearchError) as e:
         cli.fail(e)
     if result.genotype_path is not None:

@@ -119,6 +119,7 @@ def test_prune_keeps_the_strongest_ops_per_edge_in_order():
         ({"epochs": 5, "arch_warmup_epochs": 6}, "arch_warmup_epochs"),
         ({"ops": ["none", "conv_9x9"], "num_ops": [2, 2, 2]}, "distinct DARTS ops"),
         ({"max_skip_normal": -1}, "max_skip_normal"),
+        ({"depths": [5, 11.5, 17]}, "depths must hold integers"),
     ],
 )
 def test_bad_progressive_settings(kwargs, match):
@@ -307,12 +308,13 @@ def test_progressive_needs_the_darts_factory(tmp_path):
 # ----------------------------------------------------------------------------- replicas, tool
 
 
-def test_pc_pdarts_two_replicas_equal_one_device():
+@pytest.mark.parametrize("mode", ["eager", pytest.param("graph", marks=pytest.mark.slow)])
+def test_pc_pdarts_two_replicas_equal_one_device(mode):
     # Partial channels, β, skip dropout: masks are per example, so 2 replicas on
-    # halves of a batch still compute the 1-device step (unrolled, eager).
+    # halves of a batch still compute the 1-device step (unrolled hypergradient).
     script = PROJECT_ROOT / "tests" / "learning" / "_two_replicas_pc.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "unrolled", "eager"],
+        [sys.executable, str(script), "unrolled", mode],
         capture_output=True,
         text=True,
         timeout=1200,
