@@ -308,7 +308,10 @@ def test_progressive_needs_the_darts_factory(tmp_path):
 # ----------------------------------------------------------------------------- replicas, tool
 
 
-@pytest.mark.parametrize("mode", ["eager", pytest.param("graph", marks=pytest.mark.slow)])
+# The engine's replica arithmetic is covered in the default run by test_search.py;
+# this adds PC-DARTS's β and skip dropout to it.
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["eager", "graph"])
 def test_pc_pdarts_two_replicas_equal_one_device(mode):
     # Partial channels, β, skip dropout: masks are per example, so 2 replicas on
     # halves of a batch still compute the 1-device step (unrolled hypergradient).
