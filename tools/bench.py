@@ -153,8 +153,6 @@ def main(argv):
         raise app.UsageError(f"unknown configs {unknown} or methods {bad}")
     if FLAGS.steps < 1 or FLAGS.warmup < 1:
         raise app.UsageError("--steps and --warmup must be >= 1")
-    if "forward_backward" not in methods:
-        methods.insert(0, "forward_backward")
     machine = {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -164,35 +162,37 @@ def main(argv):
     for config in FLAGS.configs:
         for xla in FLAGS.xla:
             base = None
-            for learners in sorted({int(x) for x in FLAGS.learners}):
-                for method in methods:
-                    if method == "forward_backward" and learners != 1:
-                        continue
-                    case = {
-                        "config": config,
-                        "method": method,
-                        "xla": xla == "on",
-                        "learners": learners,
-                        "steps": FLAGS.steps,
-                        "warmup": FLAGS.warmup,
-                        "partial_channels": FLAGS.partial_channels,
-                    }
-                    proc = subprocess.run(
-                        [sys.executable, __file__, f"--case={json.dumps(case)}"],
-                        capture_output=True,
-                        text=True,
-                    )
-                    if proc.returncode != 0:
-                        result = {**case, "error": proc.stderr.strip().splitlines()[-1:]}
-                    else:
-                        result = json.loads(proc.stdout.strip().splitlines()[-1])
-                        if method == "forward_backward":
-                            base = result["median_ms"]
-                        elif base:
-                            result["ratio_vs_forward_backward"] = round(
-                                result["median_ms"] / base, 2
-                            )
-                    print(json.dumps(result), flush=True)
+            # The forward+backward baseline first (K=1), then each method and K.
+            cases = [("forward_backward", 1)] + [
+                (method, learners)
+                for learners in sorted({int(x) for x in FLAGS.learners})
+                for method in methods
+                if method != "forward_backward"
+            ]
+            for method, learners in cases:
+                case = {
+                    "config": config,
+                    "method": method,
+                    "xla": xla == "on",
+                    "learners": learners,
+                    "steps": FLAGS.steps,
+                    "warmup": FLAGS.warmup,
+                    "partial_channels": FLAGS.partial_channels,
+                }
+                proc = subprocess.run(
+                    [sys.executable, __file__, f"--case={json.dumps(case)}"],
+                    capture_output=True,
+                    text=True,
+                )
+                if proc.returncode != 0:
+                    result = {**case, "error": proc.stderr.strip().splitlines()[-1:]}
+                else:
+                    result = json.loads(proc.stdout.strip().splitlines()[-1])
+                    if method == "forward_backward":
+                        base = result["median_ms"]
+                    elif base:
+                        result["ratio_vs_forward_backward"] = round(result["median_ms"] / base, 2)
+                print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
