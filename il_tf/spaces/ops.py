@@ -6,10 +6,11 @@ ceil(H/2)×ceil(W/2) for any H, W, odd sizes included, and every op on an edge
 samples the same input positions.
 
 Every op here has exact second-order gradients in graph mode (the unrolled
-hypergradient differentiates through gradients): max-pooling is written as a
-maximum over shifted slices because ``tf.nn.max_pool2d``'s double gradient is
-wrong inside ``tf.function`` on CPU, and the search-time batch normalization
-computes its moments without ``tf.nn.moments``' ``stop_gradient``.
+hypergradient differentiates through gradients): max-pooling routes gradients to
+the argmax positions with differentiable ops because ``tf.nn.max_pool2d``'s double
+gradient is wrong inside ``tf.function`` on CPU (under XLA, which has no argmax
+pooling kernel, it is the maximum over shifted slices), and the search-time batch
+normalization computes its moments without ``tf.nn.moments``' ``stop_gradient``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 BN_EPSILON = 1e-5
 # PyTorch's BatchNorm2d momentum 0.1 == Keras momentum 0.9.
@@ -35,15 +37,45 @@ def symmetric_pad(x: tf.Tensor, amount: int, value: float = 0.0) -> tf.Tensor:
     return tf.pad(x, [[0, 0], [amount, amount], [amount, amount], [0, 0]], constant_values=value)
 
 
+def in_xla_compilation() -> bool:
+    """Whether ops are being traced for XLA (inside a ``jit_compile=True`` function)."""
+    # TF has no public API for this; tf.function(jit_compile=True) traces in an XLA
+    # control-flow context, which is what TF's own ops check to pick XLA-friendly forms.
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _max_over_shifted_slices(padded: tf.Tensor, pool_size: int, stride: int) -> tf.Tensor:
+    # tf.maximum sends the gradient of a tie to its first argument, so folding the
+    # window in row-major order routes it to the first maximum, as the argmax does.
+    def size(axis: int):
+        n = padded.shape[axis]
+        n = tf.shape(padded)[axis] if n is None else n
+        return (n - pool_size) // stride + 1
+
+    ho, wo = size(1), size(2)
+    y = None
+    for i in range(pool_size):
+        for j in range(pool_size):
+            view = padded[
+                :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride
+            ]
+            y = view if y is None else tf.maximum(y, view)
+    return y
+
+
 def max_pool(x: tf.Tensor, pool_size: int = 3, stride: int = 1) -> tf.Tensor:
     """Max-pooling with symmetric padding whose double gradient is exact.
 
     ``tf.nn.max_pool2d``'s second-order gradient is wrong inside ``tf.function`` on
     CPU, and ``max_pool_with_argmax`` has none; the gradient here routes the
     incoming gradient to the argmax positions with differentiable ops instead.
+    XLA has no argmax pooling kernel: traced for XLA, the result is the maximum over
+    the shifted strided slices of the padded input (same values and gradients).
     """
     low = -6e4 if x.dtype == tf.float16 else -1e9
     padded = symmetric_pad(x, _pad_amount(pool_size), value=low)
+    if in_xla_compilation():
+        return _max_over_shifted_slices(padded, pool_size, stride)
 
     @tf.custom_gradient
     def pool(inputs):

@@ -183,6 +183,20 @@ def test_max_pool_double_gradient_graph_equals_eager_and_float64(stride):
     assert float(tf.reduce_max(tf.abs(reference[0]))) > 1.0  # a non-trivial check
 
 
+@pytest.mark.parametrize("pool_size,stride,size", [(3, 1, 7), (3, 2, 8), (3, 2, 9), (2, 2, 8)])
+def test_max_pool_under_xla_equals_default_to_second_order(pool_size, stride, size):
+    """jit_compile=True traces max_pool without the argmax kernel XLA lacks."""
+    x, params, _, _ = _conv_pool_problem(stride, size=size)
+    forward = _conv_then(lambda h: ops.max_pool(h, pool_size, stride))
+    y = forward(params, x)
+    np.testing.assert_array_equal(
+        tf.function(forward, jit_compile=True)(params, x).numpy(), y.numpy()
+    )
+    t_train, t_val = (_normal(y.shape, seed) for seed in (3, 4))
+    step = _unrolled_gradient_fn(forward, x, t_train, t_val)
+    _assert_close_all(tf.function(step, jit_compile=True)(params), step(params), 1e-5, "XLA")
+
+
 def test_harness_detects_tf_max_pool2d_graph_bug():
     """The harness above is sensitive enough to see TF's CPU max_pool2d bug (DESIGN §7)."""
     x, params, t_train, t_val = _conv_pool_problem(1)
