@@ -8,6 +8,7 @@ every epoch, TensorBoard summaries, ``metrics.jsonl``, checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -67,6 +68,11 @@ class SearchConfig:
       nb201_table: a NAS-Bench-201 table path; when set, the found cell's
         accuracies are looked up and reported (NAS-Bench-201 space only).
       jit_compile: compile the steps with XLA.
+      graph_optimizer: run TensorFlow's graph optimizer (grappler) on the step
+        functions. False turns it off while the search runs: long unrolled chains
+        then start in minutes instead of half an hour or more (unrolled, K=2, R=2 at
+        bench config S: 6 min instead of more than 25), at the cost of more memory
+        (docs/benchmarks.md).
       mixed_precision: None (float32) or ``mixed_bfloat16``: the supernet and heads
         compute in bfloat16 with float32 weights; losses, α and every hypergradient
         stay float32. (float16 would need loss scaling inside the unrolled chain.)
@@ -91,6 +97,7 @@ class SearchConfig:
     draw: bool = True
     nb201_table: str | None = None
     jit_compile: bool = False
+    graph_optimizer: bool = True
     mixed_precision: str | None = None
 
     def __post_init__(self):
@@ -148,6 +155,11 @@ class SearchConfig:
             if sorted(self.order) != sorted(names):
                 raise ValueError(
                     f"SearchConfig.order {list(self.order)} must list each learner name once: {names}"
+                )
+        for name in ("jit_compile", "graph_optimizer", "draw"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"SearchConfig.{name} must be True or False, got {getattr(self, name)!r}"
                 )
         if self.mixed_precision not in (None, "mixed_bfloat16"):
             raise ValueError(
@@ -603,6 +615,23 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+@contextlib.contextmanager
+def _graph_optimizer(enabled: bool):
+    # Grappler's options are process-wide and read when a function first runs, so
+    # they are set for the whole search and restored after it.
+    if enabled:
+        yield
+        return
+    previous = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": previous.get("disable_meta_optimizer", False)}
+        )
+
+
 def run_search(
     config: SearchConfig,
     workdir: str | Path,
@@ -620,8 +649,9 @@ def run_search(
     workdir.mkdir(parents=True, exist_ok=True)
     strategy = strategy or distribute.make_strategy()
     started = time.time()
-    run = _Run(config, workdir, strategy)
-    result = run.run(stop_after)
+    with _graph_optimizer(config.graph_optimizer):
+        run = _Run(config, workdir, strategy)
+        result = run.run(stop_after)
     if result.genotype_path is not None:
         print(f"search finished in {time.time() - started:.1f} s", flush=True)
     return result

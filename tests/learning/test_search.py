@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import subprocess
@@ -146,6 +147,7 @@ def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, mon
         ({"learners": ()}, "SearchConfig.learners is empty"),
         ({"learners": ("cifar10",)}, "entries must be Learner(...)"),
         ({"order": ["low"]}, "must list each learner name once"),
+        ({"graph_optimizer": "no"}, "SearchConfig.graph_optimizer must be True or False, got 'no'"),
         (
             {"nb201_table": "/nonexistent.json.gz"},
             "nb201_table '/nonexistent.json.gz' is not a file",
@@ -300,3 +302,14 @@ def test_mixed_bfloat16_search_keeps_alpha_float32(tmp_path):
         assert v.dtype == "float32" and np.isfinite(v.numpy()).all()
     with pytest.raises(ValueError, match="float16 needs loss scaling"):
         tiny_config(mixed_precision="mixed_float16")
+
+
+def test_search_without_graph_optimizer_computes_the_same_and_restores_it(tmp_path):
+    config = tiny_config(method="first_order", epochs=1, iterations_per_epoch=2)
+    plain = run_search(dataclasses.replace(config, graph_optimizer=False), tmp_path / "off")
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")
+    optimized = run_search(config, tmp_path / "on")
+    _, meta_off = load_genotype_with_metadata(plain.genotype_path)
+    _, meta_on = load_genotype_with_metadata(optimized.genotype_path)
+    for name in meta_on["alpha"]:
+        np.testing.assert_allclose(meta_off["alpha"][name], meta_on["alpha"][name], atol=1e-5)
