@@ -11,13 +11,18 @@ input pipeline is not timed.
 
 Configs (DESIGN §7): S = batch 16, 5 cells, 8 channels, 32×32; M = batch 64, 8 cells,
 16 channels, 32×32. --learners=2 runs K=2 learners with R=2 rounds (S = 4 stages).
+--nograph_optimizer turns TensorFlow's graph optimizer off (SearchConfig.graph_optimizer).
+--partial_channels=none,4 measures the plain DARTS supernet and the PC-DARTS one (1/4 of
+the channels through the mixed ops) in the same run, each against its own forward+backward.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +46,15 @@ flags.DEFINE_list("xla", ["off"], "'off', 'on' or both (jit_compile)")
 flags.DEFINE_list("learners", ["1"], "1 (K=1, R=1: DARTS) and/or 2 (K=2, R=2)")
 flags.DEFINE_integer("steps", 10, "timed steps per case (>= 10 for the README table)")
 flags.DEFINE_integer("warmup", 2, "untimed steps before timing")
-flags.DEFINE_string("partial_channels", None, "PC-DARTS: partial-channel K (None: plain DARTS)")
+flags.DEFINE_list(
+    "partial_channels", ["none"], "'none' (plain DARTS) and/or PC-DARTS partial-channel K values"
+)
+flags.DEFINE_bool(
+    "graph_optimizer",
+    True,
+    "grappler on; --nograph_optimizer as SearchConfig.graph_optimizer=False",
+)
+flags.DEFINE_integer("batch", None, "override the configs' batch size (None: the config's)")
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
@@ -57,10 +70,12 @@ def run_case(case: dict) -> dict:
     from il_tf.spaces.architecture import Architecture
     from il_tf.spaces.factories import darts_supernet
 
+    if not case.get("graph_optimizer", True):
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     cfg = CONFIGS[case["config"]]
     k = case["learners"]
     rounds = 2 if k > 1 else 1
-    size, batch = cfg["image_size"], cfg["batch"]
+    size, batch = cfg["image_size"], case.get("batch") or cfg["batch"]
     supernet_kwargs = {"channels": cfg["channels"], "num_cells": cfg["num_cells"]}
     if case.get("partial_channels"):
         supernet_kwargs["partial_channels"] = int(case["partial_channels"])
@@ -140,6 +155,16 @@ def run_case(case: dict) -> dict:
     }
 
 
+def case_error(proc: subprocess.CompletedProcess) -> str:
+    """Why a case's process failed: the signal that killed it, or its last error line."""
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        hint = " (the kernel's out-of-memory killer, most likely)" if sig == "SIGKILL" else ""
+        return f"killed by {sig}{hint}"
+    lines = [line for line in proc.stderr.strip().splitlines() if "Error" in line]
+    return (lines or proc.stderr.strip().splitlines() or ["no output"])[-1]
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -153,46 +178,54 @@ def main(argv):
         raise app.UsageError(f"unknown configs {unknown} or methods {bad}")
     if FLAGS.steps < 1 or FLAGS.warmup < 1:
         raise app.UsageError("--steps and --warmup must be >= 1")
+    if FLAGS.batch is not None and FLAGS.batch < 1:
+        raise app.UsageError(f"--batch={FLAGS.batch}: must be >= 1")
+    partial = [None if x == "none" else x for x in FLAGS.partial_channels]
+    if any(x is not None and (not x.isdigit() or int(x) < 1) for x in partial):
+        raise app.UsageError(
+            f"--partial_channels={FLAGS.partial_channels}: 'none' or integers >= 1 allowed"
+        )
     machine = {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "platform": sys.platform,
     }
     print(json.dumps({"machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
-    for config in FLAGS.configs:
-        for xla in FLAGS.xla:
-            base = None
-            # The forward+backward baseline first (K=1), then each method and K.
-            cases = [("forward_backward", 1)] + [
-                (method, learners)
-                for learners in sorted({int(x) for x in FLAGS.learners})
-                for method in methods
-                if method != "forward_backward"
-            ]
-            for method, learners in cases:
-                case = {
-                    "config": config,
-                    "method": method,
-                    "xla": xla == "on",
-                    "learners": learners,
-                    "steps": FLAGS.steps,
-                    "warmup": FLAGS.warmup,
-                    "partial_channels": FLAGS.partial_channels,
-                }
-                proc = subprocess.run(
-                    [sys.executable, __file__, f"--case={json.dumps(case)}"],
-                    capture_output=True,
-                    text=True,
-                )
-                if proc.returncode != 0:
-                    result = {**case, "error": proc.stderr.strip().splitlines()[-1:]}
-                else:
-                    result = json.loads(proc.stdout.strip().splitlines()[-1])
-                    if method == "forward_backward":
-                        base = result["median_ms"]
-                    elif base:
-                        result["ratio_vs_forward_backward"] = round(result["median_ms"] / base, 2)
-                print(json.dumps(result), flush=True)
+    for config, pc, xla in itertools.product(FLAGS.configs, partial, FLAGS.xla):
+        # One forward+backward baseline per supernet and XLA setting, then each method and K.
+        base = None
+        cases = [("forward_backward", 1)] + [
+            (method, learners)
+            for learners in sorted({int(x) for x in FLAGS.learners})
+            for method in methods
+            if method != "forward_backward"
+        ]
+        for method, learners in cases:
+            case = {
+                "config": config,
+                "method": method,
+                "xla": xla == "on",
+                "learners": learners,
+                "steps": FLAGS.steps,
+                "warmup": FLAGS.warmup,
+                "partial_channels": pc,
+                "batch": FLAGS.batch or CONFIGS[config]["batch"],
+                "graph_optimizer": FLAGS.graph_optimizer,
+            }
+            proc = subprocess.run(
+                [sys.executable, __file__, f"--case={json.dumps(case)}"],
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                result = {**case, "error": case_error(proc)}
+            else:
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                if method == "forward_backward":
+                    base = result["median_ms"]
+                elif base:
+                    result["ratio_vs_forward_backward"] = round(result["median_ms"] / base, 2)
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
