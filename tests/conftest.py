@@ -9,6 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+from ._dtypes import float_dtype  # noqa: E402
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Real benchmark data lives next to the project (never inside it); see ../shared/data/README.md.
 SHARED_DATA = Path(os.environ.get("IL_TF_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
@@ -40,3 +42,10 @@ def nb201_table_path(shared_data: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"NAS-Bench-201 table {path} is absent")
     return path
+
+
+@pytest.fixture
+def float64():
+    """Keras layers created in the test are float64 (for finite-difference checks)."""
+    with float_dtype("float64"):
+        yield

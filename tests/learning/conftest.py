@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from il_tf.learning.objective import SearchModel
@@ -16,19 +13,6 @@ from il_tf.spaces.darts_supernet import DartsSupernet
 # Operations without kinks: with softplus activations the whole search objective
 # is smooth, so central finite differences converge.
 SMOOTH_OPS = ("none", "skip_connect", "avg_pool_3x3", "sep_conv_3x3", "dil_conv_3x3")
-
-
-@contextlib.contextmanager
-def float_dtype(dtype: str):
-    """Creates Keras layers in ``dtype`` (floatx and the cached dtype policy both)."""
-    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx(dtype)
-    keras.config.set_dtype_policy(dtype)
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(old_floatx)
-        keras.config.set_dtype_policy(old_policy)
 
 
 def build_tiny_model(
@@ -61,9 +45,3 @@ def random_batch(rng, num_classes, batch=4, image_size=8, dtype="float64"):
     images = tf.constant(rng.normal(size=(batch, image_size, image_size, 3)).astype(dtype))
     labels = tf.constant(rng.integers(0, num_classes, batch).astype(np.int32))
     return images, labels
-
-
-@pytest.fixture
-def float64():
-    with float_dtype("float64"):
-        yield

@@ -7,10 +7,8 @@ about the wiring rather than the ops.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -30,29 +28,6 @@ ZERO = tf.UnconnectedGradients.ZERO
 # Enough ops to cover every kind of path: zero, pooling (stride 2 too), identity /
 # FactorizedReduce, and a dilated depthwise conv (stride 2 + dilation subsamples).
 FEW_OPS = ("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3")
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: str):
-    """Layers created inside get ``dtype`` variables and compute in ``dtype``.
-
-    ``keras.config.set_floatx`` alone is not enough: Keras caches the global dtype
-    policy when the first layer is created, and new layers follow that policy.
-    """
-    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx(dtype)
-    keras.config.set_dtype_policy(dtype)
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(old_floatx)
-        keras.config.set_dtype_policy(old_policy)
-
-
-@pytest.fixture
-def float64():
-    with _default_dtype("float64"):
-        yield
 
 
 def _normal(shape, seed, dtype=tf.float32):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,33 +24,12 @@ from il_tf.spaces.nb201_supernet import (
     make_nb201_op,
 )
 
+from .._dtypes import float_dtype
+
 C = 4
 XI = 0.1  # SGD step size of the virtual step
 ZERO = tf.UnconnectedGradients.ZERO
 BEST_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: str):
-    """Layers created inside get ``dtype`` variables and compute in ``dtype``.
-
-    ``keras.config.set_floatx`` alone is not enough: Keras caches the global dtype
-    policy when the first layer is created, and new layers follow that policy.
-    """
-    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx(dtype)
-    keras.config.set_dtype_policy(dtype)
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(old_floatx)
-        keras.config.set_dtype_policy(old_policy)
-
-
-@pytest.fixture
-def float64():
-    with _default_dtype("float64"):
-        yield
 
 
 def _normal(shape, seed, dtype=tf.float32):
@@ -382,7 +359,7 @@ def _unrolled_gradient(net, x, t_train, t_val):
 
 
 def _problem(dtype):
-    with _default_dtype(dtype):
+    with float_dtype(dtype):
         net = NB201Supernet(channels=C, cells_per_stage=1)
     x = _normal([3, 8, 8, 3], 10, tf.float64)
     alpha = 0.5 * _normal([6, 5], 11, tf.float64)

@@ -27,17 +27,9 @@ from il_tf.spaces.factories import darts_supernet
 from il_tf.spaces.genotypes import DARTS_OPS, edge_index
 from il_tf.spaces.ops import max_pool
 
-from .test_darts_supernet import _default_dtype
-
 C = 4
 FEW_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 ZERO = tf.UnconnectedGradients.ZERO
-
-
-@pytest.fixture
-def float64():
-    with _default_dtype("float64"):
-        yield
 
 
 def _normal(shape, seed, dtype=tf.float32):
