@@ -22,9 +22,10 @@ from il_tf.spaces.darts_supernet import (
 )
 from il_tf.spaces.genotypes import DARTS_OPS, DARTS_V2, Genotype, edge_index
 
+from ._one_step import one_step_hypergradient
+
 C = 4
 XI = 0.1
-ZERO = tf.UnconnectedGradients.ZERO
 # Enough ops to cover every kind of path: zero, pooling (stride 2 too), identity /
 # FactorizedReduce, and a dilated depthwise conv (stride 2 + dilation subsamples).
 FEW_OPS = ("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3")
@@ -212,18 +213,10 @@ def test_supernet_double_gradient_graph_equals_eager(float64):
     t_val = _normal(y.shape, 13, tf.float64)
     weights = [v.value for v in net.trainable_variables]
 
+    one_step = one_step_hypergradient(net, x, t_train, t_val, XI)
+
     def step(weights, arch):
-        with tf.GradientTape() as outer:
-            outer.watch([weights, arch])
-            with tf.GradientTape() as inner:
-                inner.watch(weights)
-                y, _ = net.stateless_call(weights, [], x, arch)
-                loss = 0.5 * tf.reduce_sum(tf.square(y - t_train))
-            grads = inner.gradient(loss, weights, unconnected_gradients=ZERO)
-            stepped = [w - XI * g for w, g in zip(weights, grads, strict=True)]
-            y, _ = net.stateless_call(stepped, [], x, arch)
-            val = tf.reduce_sum(y * t_val) + 0.25 * tf.reduce_sum(tf.square(y))
-        return tf.nest.flatten(outer.gradient(val, [arch, weights], unconnected_gradients=ZERO))
+        return tf.nest.flatten(one_step(weights, arch))
 
     eager = step(weights, arch)
     graph = tf.function(step)(weights, arch)

@@ -27,9 +27,10 @@ from il_tf.spaces.factories import darts_supernet
 from il_tf.spaces.genotypes import DARTS_OPS, edge_index
 from il_tf.spaces.ops import max_pool
 
+from ._one_step import one_step_hypergradient
+
 C = 4
 FEW_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
-ZERO = tf.UnconnectedGradients.ZERO
 
 
 def _normal(shape, seed, dtype=tf.float32):
@@ -324,18 +325,7 @@ def test_pc_supernet_double_gradient_graph_equals_eager(float64):
     t_val = _normal(y.shape, 23, tf.float64)
     weights = [v.value for v in net.trainable_variables]
 
-    def step(weights, arch):
-        with tf.GradientTape() as outer:
-            outer.watch([weights, arch])
-            with tf.GradientTape() as inner:
-                inner.watch(weights)
-                y, _ = net.stateless_call(weights, [], x, arch)
-                loss = 0.5 * tf.reduce_sum(tf.square(y - t_train))
-            grads = inner.gradient(loss, weights, unconnected_gradients=ZERO)
-            stepped = [w - 0.1 * g for w, g in zip(weights, grads, strict=True)]
-            y, _ = net.stateless_call(stepped, [], x, arch)
-            val = tf.reduce_sum(y * t_val) + 0.25 * tf.reduce_sum(tf.square(y))
-        return outer.gradient(val, [arch, weights], unconnected_gradients=ZERO)
+    step = one_step_hypergradient(net, x, t_train, t_val)
 
     eager_arch, eager_w = step(weights, arch)
     graph_arch, graph_w = tf.function(step)(weights, arch)
