@@ -32,8 +32,8 @@ def register_configurables() -> None:
     import il_tf.learning.progressive  # noqa: F401
     import il_tf.learning.search  # noqa: F401
     import il_tf.models.networks  # noqa: F401
-    import il_tf.models.training  # noqa: F401
     import il_tf.spaces.factories  # noqa: F401
+    import il_tf.training.loop  # noqa: F401
     import il_tf.tuning  # noqa: F401
 
 

@@ -32,10 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from il_tf.models import workdir as wd
 from il_tf.models.networks import GenotypeNetwork, NetworkConfig, build_network
-from il_tf.models.trainer import weights_checkpoint
 from il_tf.spaces.genotypes import genotype_from_json_dict
+from il_tf.training import workdir as wd
+from il_tf.training.step import weights_checkpoint
 
 BYTES_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "predict_images"

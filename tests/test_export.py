@@ -24,7 +24,7 @@ from il_tf.export import (
     load_trained_model,
 )
 from il_tf.models.networks import NetworkConfig
-from il_tf.models.training import TrainConfig, train_and_evaluate
+from il_tf.training.loop import TrainConfig, train_and_evaluate
 
 # tf.lite.Interpreter announces its move to LiteRT (ai_edge_litert); it works in TF 2.21.
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")

@@ -38,8 +38,8 @@ def measure(jit_compile: bool) -> dict:
     import tensorflow as tf
 
     from il_tf.models.networks import NetworkConfig
-    from il_tf.models.trainer import Trainer
     from il_tf.spaces.genotypes import load_genotype
+    from il_tf.training.step import Trainer
 
     strategy = tf.distribute.MirroredStrategy(
         [d.name for d in tf.config.list_logical_devices("GPU")] or ["/cpu:0"]

@@ -37,9 +37,9 @@ def main(argv: list[str]) -> None:
 
     tf.get_logger().setLevel("WARNING")
     cli.quiet_tensorflow_logs()
-    import il_tf.models.training  # noqa: F401  (registers TrainConfig, NetworkConfig)
-    from il_tf.models.training import train_and_evaluate
+    import il_tf.training.loop  # noqa: F401  (registers TrainConfig, NetworkConfig)
     from il_tf.spaces.genotypes import load_genotype
+    from il_tf.training.loop import train_and_evaluate
 
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)

@@ -1,1 +1,1 @@
-"""Per-learner heads and networks built from genotypes."""
+"""Networks built from genotypes (the evaluation networks) and their complexity."""

@@ -1,7 +1,7 @@
 """The DARTS search space as a Keras supernet: mixed ops, search cells, the encoder.
 
 The encoder maps images to pooled features; per-learner heads sit on top of it
-(``il_tf.models.heads``). Architecture logits are not weights of the encoder: the
+(built by ``il_tf.learning.search``). Architecture logits are not weights of the encoder: the
 encoder takes them as a call argument, so the hypergradient methods can pass
 tensors (or differentiate through them) and the optimizer of the weights never
 sees them. They live in an :class:`~il_tf.spaces.architecture.Architecture`.

@@ -37,9 +37,9 @@ from il_tf.data.learners import Learner
 from il_tf.learning.engine import OptimizerSettings
 from il_tf.learning.search import SearchConfig
 from il_tf.models.networks import NetworkConfig
-from il_tf.models.training import TrainConfig
 from il_tf.nb201_lookup import NB201_ACCURACY_FIELDS
 from il_tf.spaces.genotypes import GENOTYPE_OPS
+from il_tf.training.loop import TrainConfig
 
 MODES = ("search", "random")
 SPACES = ("darts", "nb201")

@@ -37,10 +37,10 @@ from absl import logging
 from keras_tuner import errors as kt_errors
 
 from il_tf.learning.search import SearchError, run_search
-from il_tf.models.training import train_and_evaluate
 from il_tf.nb201_lookup import NB201_ACCURACY_FIELDS, NB201ArchNotFoundError, NB201Table
 from il_tf.spaces.genotypes import Genotype, save_genotype
 from il_tf.spaces.nb201_genotype import NB201Genotype
+from il_tf.training.loop import train_and_evaluate
 from il_tf.tuning.config import TuneConfig
 from il_tf.tuning.hypermodels import (
     TUNER_PREFIX,

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from il_tf.models import schedules
 from il_tf.models.flops import count_macs, count_parameters, network_complexity
 from il_tf.models.networks import (
     DropPath,
@@ -17,7 +16,6 @@ from il_tf.models.networks import (
     build_network,
     reduction_cells,
 )
-from il_tf.models.trainer import weights_checkpoint
 from il_tf.spaces import ops
 from il_tf.spaces.genotypes import (
     PUBLISHED,
@@ -26,6 +24,8 @@ from il_tf.spaces.genotypes import (
     load_genotype,
     save_genotype,
 )
+from il_tf.training import lr_schedule as schedules
+from il_tf.training.step import weights_checkpoint
 
 
 def reference_macs(genotype, channels, layers, classes, size, imagenet):

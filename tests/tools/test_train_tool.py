@@ -12,7 +12,7 @@ import pytest
 
 from il_tf.data.learners import Learner
 from il_tf.models.networks import NetworkConfig
-from il_tf.models.training import TrainConfig, train_and_evaluate
+from il_tf.training.loop import TrainConfig, train_and_evaluate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = PROJECT_ROOT / "gin_configs" / "train" / "quickstart.gin"

@@ -15,10 +15,10 @@ import tensorflow as tf
 from il_tf.data.learners import Learner, build_learner_data
 from il_tf.data.sources import ImageFolderSource
 from il_tf.models.networks import NetworkConfig
-from il_tf.models.optim import DynamicLossScale, ReferenceSGD
-from il_tf.models.trainer import Trainer, clip_by_global_norm, per_example_loss
-from il_tf.models.training import TrainConfig
 from il_tf.spaces.genotypes import get_published
+from il_tf.training.loop import TrainConfig
+from il_tf.training.optim import DynamicLossScale, ReferenceSGD
+from il_tf.training.step import Trainer, clip_by_global_norm, per_example_loss
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,8 +95,8 @@ _TWO_REPLICAS = textwrap.dedent(
     from il_tf.distribute import use_logical_cpus
     devices = use_logical_cpus(2)
     import tensorflow as tf
-    from il_tf.models.optim import ReferenceSGD
-    from il_tf.models.trainer import clip_by_global_norm, sum_across_replicas
+    from il_tf.training.optim import ReferenceSGD
+    from il_tf.training.step import clip_by_global_norm, sum_across_replicas
 
     strategy = tf.distribute.MirroredStrategy(devices)
     with strategy.scope():
@@ -196,7 +196,7 @@ _TRAINER_TWO_REPLICAS = textwrap.dedent(
     import tensorflow as tf
     from il_tf.data.learners import Learner, build_learner_data
     from il_tf.models.networks import NetworkConfig
-    from il_tf.models.trainer import Trainer
+    from il_tf.training.step import Trainer
     from il_tf.spaces.genotypes import get_published
 
     data = build_learner_data(Learner("digits", val_fraction=0.0, batch_size=16), seed=0)

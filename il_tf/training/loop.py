@@ -1,8 +1,8 @@
 """Training a found network from scratch and measuring it: ``train_and_evaluate``.
 
-A run lives in one work directory (layout: ``il_tf.models.workdir``). It is a custom loop
+A run lives in one work directory (layout: ``il_tf.training.workdir``). It is a custom loop
 rather than ``keras.Model.fit``: the step all-reduces gradients once and clips their global
-norm (see ``il_tf.models.trainer``), and resuming restores the exact data position.
+norm (see ``il_tf.training.step``), and resuming restores the exact data position.
 Batches are a pure function of (seed, batch index) (see ``il_tf.data.learners``) and
 drop-path masks of (seed, step), so a resumed run continues exactly where the last
 checkpoint left off, mid-epoch too: the result equals that of an uninterrupted run.
@@ -31,12 +31,12 @@ from absl import logging
 
 from il_tf import distribute
 from il_tf.data.learners import Learner, LearnerData, build_learner_data
-from il_tf.models import schedules
-from il_tf.models import workdir as wd
 from il_tf.models.flops import complexity
 from il_tf.models.networks import NetworkConfig
-from il_tf.models.trainer import Trainer
 from il_tf.spaces.genotypes import Genotype, load_genotype
+from il_tf.training import lr_schedule as schedules
+from il_tf.training import workdir as wd
+from il_tf.training.step import Trainer
 
 MIXED_PRECISION_POLICIES = (None, "mixed_float16", "mixed_bfloat16")
 # Settings that may differ when a run is restarted (they do not change what is computed).

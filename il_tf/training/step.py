@@ -7,7 +7,7 @@ checkpoint object, all created in the strategy scope, and compiles two step func
 ``CE(main) + w · CE(aux)`` scaled for the global batch, gradients, then one all-reduce, so
 every replica holds the global-batch gradient; then (float16) unscaling and the finite
 check; clipping to the global norm (which the Keras optimizer cannot do under a strategy: it
-clips per replica before summing); and :class:`~il_tf.models.optim.ReferenceSGD`, which
+clips per replica before summing); and :class:`~il_tf.training.optim.ReferenceSGD`, which
 adds the coupled weight decay and applies the update without reducing again.
 
 ``eval_step``: sums of loss, top-1 and top-5 hits over a (possibly partial) batch.
@@ -23,8 +23,8 @@ import keras
 import tensorflow as tf
 
 from il_tf.models.networks import GenotypeNetwork, NetworkConfig, build_network
-from il_tf.models.optim import DynamicLossScale, ReferenceSGD
 from il_tf.spaces.genotypes import Genotype
+from il_tf.training.optim import DynamicLossScale, ReferenceSGD
 
 
 @contextlib.contextmanager

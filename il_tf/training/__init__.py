@@ -1,0 +1,1 @@
+"""Training a found network from scratch: the loop, its step, schedules and optimizer."""
