@@ -1,7 +1,9 @@
 """The search engine: variables, optimizers and the compiled steps of one search iteration.
 
-One iteration (DESIGN §1) is
-1. the architecture step: a hypergradient through the chain, applied with Adam;
+One iteration (docs/design.md §1) is
+1. the architecture step: a hypergradient through the chain (a method of
+   ``il_tf/learning/hypergradients.py`` over the compiled step functions of
+   ``il_tf/learning/steps.py``), applied with Adam;
 2. the weight steps: the real encoder goes through the same stages (SGD with
    momentum, cosine schedule, clipping), each stage on its learners' batches,
    each head updated by its own learner only.
@@ -14,6 +16,7 @@ gradient and no gradient is summed twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import gin
@@ -23,12 +26,13 @@ import tensorflow as tf
 from il_tf.learning import hypergradients, objective
 from il_tf.learning.objective import ChainSettings, LossStats, SearchModel
 from il_tf.learning.schedule import Schedule
+from il_tf.learning.steps import StepFunctions, stats_to_host
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class OptimizerSettings:
-    """Weight and architecture optimizers (DARTS search defaults, DESIGN §3)."""
+    """Weight and architecture optimizers (DARTS search defaults, docs/design.md §6)."""
 
     weight_lr: float = 0.025
     weight_lr_min: float = 0.001
@@ -52,7 +56,27 @@ class OptimizerSettings:
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss or gradient became NaN or inf; the step was not applied."""
+    """A loss or gradient became NaN or inf; the step was not applied.
+
+    ``phase`` is ``"architecture"`` or ``"weights"``; ``stage`` and ``step`` locate
+    a weight step in the iteration's chain and ``learners`` are the indices of the
+    learners whose loss was not finite (all of the stage's when only the
+    gradient was).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        phase: str,
+        stage: int | None = None,
+        step: int | None = None,
+        learners: tuple[int, ...] = (),
+    ):
+        super().__init__(message)
+        self.phase = phase
+        self.stage = stage
+        self.step = step
+        self.learners = learners
 
 
 def apply_updates(
@@ -78,17 +102,8 @@ def apply_updates(
     optimizer.iterations.assign_add(1)
 
 
-def _stats_to_host(strategy, stats: Sequence[LossStats]):
-    """Sums per-replica loss statistics over replicas (cross-replica context)."""
-    return [
-        LossStats(
-            *(
-                strategy.reduce(tf.distribute.ReduceOp.SUM, getattr(s, f), axis=None)
-                for f in ("loss_sum", "correct", "count")
-            )
-        )
-        for s in stats
-    ]
+def _all_finite(tensors) -> tf.Tensor:
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
 
 
 class SearchEngine:
@@ -98,9 +113,9 @@ class SearchEngine:
       strategy: the ``tf.distribute`` strategy every variable is created under.
       build_model: creates the (built) :class:`SearchModel`; called in the scope.
       schedule: the stages of one iteration.
-      method: the hypergradient method's name.
-      chain: λ, weight decay and clip norm of the stage chain.
-      optimizers: learning rates and the rest.
+      method: the hypergradient method's name (``hypergradients.METHODS``).
+      proximity: λ of the chain's proximity term λ‖W − W_anchor‖².
+      optimizers: learning rates, weight decay, clipping and the rest.
       total_weight_steps: length of the cosine schedule, in weight steps.
       jit_compile: compile the steps with XLA.
     """
@@ -111,7 +126,7 @@ class SearchEngine:
         build_model: Callable[[], SearchModel],
         schedule: Schedule,
         method: str,
-        chain: ChainSettings,
+        proximity: float,
         optimizers: OptimizerSettings,
         total_weight_steps: int,
         jit_compile: bool = False,
@@ -120,8 +135,10 @@ class SearchEngine:
         self.schedule = schedule
         self.method_name = method
         self.method = hypergradients.get_method(method)
-        self.chain = dataclasses.replace(
-            chain, weight_decay=optimizers.weight_decay, clip_norm=optimizers.clip_norm
+        self.chain = ChainSettings(
+            proximity=float(proximity),
+            weight_decay=optimizers.weight_decay,
+            clip_norm=optimizers.clip_norm,
         )
         self.optimizers = optimizers
         with strategy.scope():
@@ -142,84 +159,79 @@ class SearchEngine:
             ]
             self.weight_optimizer.build(self.weight_variables)
             self.arch_optimizer.build(self.model.arch.arch_variables)
-            self.anchors = [
-                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
-                for v in self.model.encoder.trainable_variables
-            ]
-        self._arch_step = tf.function(self._arch_step_fn, jit_compile=jit_compile)
+            self.steps = StepFunctions(strategy, self.model, self.chain, jit_compile)
+            # The encoder as the current stage received it (W_anchor), flat.
+            self.anchor = tf.Variable(
+                tf.zeros(sum(self.steps.encoder_layout.sizes), self.weight_variables[0].dtype),
+                trainable=False,
+            )
+        self._apply_arch = tf.function(self._apply_arch_fn, jit_compile=jit_compile)
         self._weight_steps: dict[tuple[int, ...], Callable] = {}
         self._jit_compile = jit_compile
-        self._set_anchors = tf.function(self._set_anchors_fn)
+        self._set_anchor = tf.function(self._set_anchor_fn)
 
     # -- architecture step -------------------------------------------------------
 
-    def _arch_step_fn(self, train_batches, val_batches):
-        model, opt = self.model, self.optimizers
+    def chain_inputs(self, train_batches, val_batches) -> hypergradients.ChainInputs:
+        """The method's inputs at the current weights and learning rate."""
+        arch, enc, heads = self.steps.read()
+        return hypergradients.ChainInputs(
+            schedule=self.schedule,
+            arch=arch,
+            enc=enc,
+            heads=heads,
+            train_batches=train_batches,
+            val_batches=val_batches,
+            lr=tf.convert_to_tensor(self.weight_optimizer.learning_rate),
+        )
 
-        def replica_fn(train_batches, val_batches):
-            inputs = hypergradients.HypergradientInputs(
-                model=model,
-                schedule=self.schedule,
-                settings=self.chain,
-                train_batches=train_batches,
-                val_batches=val_batches,
-                lr=tf.cast(self.weight_optimizer.learning_rate, model.arch_tensors()[0].dtype),
-            )
+    def _apply_arch_fn(self, grads):
+        model, decay = self.model, self.optimizers.arch_weight_decay
+
+        def replica_fn(grads):
             arch = model.arch_tensors()
-            grads, stats = self.method(inputs, arch)
-            grads = [g + opt.arch_weight_decay * a for g, a in zip(grads, arch, strict=True)]
-            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-            return grads, stats, ok
+            grads = [g + decay * a for g, a in zip(grads, arch, strict=True)]
+            return grads, _all_finite(grads)
 
-        grads, stats, ok = self.strategy.run(replica_fn, args=(train_batches, val_batches))
+        grads, ok = self.strategy.run(replica_fn, args=(grads,))
         ok = self.strategy.experimental_local_results(ok)[0]
-        variables = self.model.arch.arch_variables
 
         def apply():
-            apply_updates(self.strategy, self.arch_optimizer, grads, variables)
+            apply_updates(self.strategy, self.arch_optimizer, grads, model.arch.arch_variables)
             return tf.constant(True)
 
-        applied = tf.cond(ok, apply, lambda: tf.constant(False))
-        return _stats_to_host(self.strategy, stats), applied
+        return tf.cond(ok, apply, lambda: tf.constant(False))
 
     def arch_step(self, train_batches, val_batches) -> tuple[list[LossStats], bool]:
         """One architecture update; returns the validation stats and whether it applied."""
-        stats, applied = self._arch_step(train_batches, val_batches)
-        return stats, bool(applied)
+        result = self.method(self.steps, self.chain_inputs(train_batches, val_batches))
+        return result.val_stats, bool(self._apply_arch(result.grad))
 
     # -- weight steps ------------------------------------------------------------
 
-    def _set_anchors_fn(self):
-        for a, v in zip(self.anchors, self.model.encoder.trainable_variables, strict=True):
-            a.assign(v.value)
+    def _set_anchor_fn(self):
+        enc = [v.value for v in self.model.encoder.trainable_variables]
+        self.anchor.assign(self.steps.encoder_layout.pack(enc))
 
     def _weight_step_fn(self, learners: tuple[int, ...], batches):
-        model, chain = self.model, self.chain
+        model, chain, steps = self.model, self.chain, self.steps
         head_vars = [v for k in learners for v in model.heads[k].trainable_variables]
         variables = list(model.encoder.trainable_variables) + head_vars
 
         def replica_fn(batches):
-            enc, heads = model.encoder_weights(), model.head_weights()
-            arch = model.arch.as_dict(model.arch_tensors())
-            g_enc, g_heads, stats = objective.stage_data_gradient(
-                model, arch, enc, heads, learners, batches
+            arch, enc, heads = steps.read_local()
+            stage_heads = [heads[k] for k in learners]
+            _, grads, stats = objective.loss_gradient(
+                steps.stage_loss_fn(learners, batches), arch, [enc, *stage_heads]
             )
-            anchor = [tf.identity(a) for a in self.anchors]
-            prox = dataclasses.replace(chain, weight_decay=0.0)
-            g_enc = [
-                g + r
-                for g, r in zip(
-                    g_enc, objective.regularizer_gradient(enc, anchor, prox), strict=True
-                )
-            ]
-            stage_heads = [w for k in learners for w in heads[k]]
-            grads = objective.clip_by_global_norm(
-                g_enc + [g for gh in g_heads for g in gh], chain.clip_norm
-            )
-            weights = enc + stage_heads
+            if chain.proximity:
+                grads[0] += 2.0 * chain.proximity * (enc - tf.identity(self.anchor))
+            grads = objective.clip_by_global_norm(grads, chain.clip_norm)
+            weights = [enc, *stage_heads]
             grads = [g + chain.weight_decay * w for g, w in zip(grads, weights, strict=True)]
-            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-            ok = tf.logical_and(ok, tf.reduce_all([tf.math.is_finite(s.loss_sum) for s in stats]))
+            ok = tf.logical_and(_all_finite(grads), _all_finite([s.loss_sum for s in stats]))
+            layouts = [steps.encoder_layout] + [steps.head_layouts[k] for k in learners]
+            grads = [t for layout, g in zip(layouts, grads, strict=True) for t in layout.unpack(g)]
             return grads, stats, ok
 
         grads, stats, ok = self.strategy.run(replica_fn, args=(batches,))
@@ -230,21 +242,21 @@ class SearchEngine:
             return tf.constant(True)
 
         applied = tf.cond(ok, apply, lambda: tf.constant(False))
-        return _stats_to_host(self.strategy, stats), applied
+        return stats_to_host(self.strategy, stats), applied
 
     def weight_step(self, learners: tuple[int, ...], batches) -> tuple[list[LossStats], bool]:
         """One real SGD step of the encoder and the stage's heads on their batches."""
         if learners not in self._weight_steps:
             self._weight_steps[learners] = tf.function(
-                lambda b, learners=learners: self._weight_step_fn(learners, b),
+                functools.partial(self._weight_step_fn, learners),
                 jit_compile=self._jit_compile,
             )
-        stats, applied = self._weight_steps[learners](batches)
+        stats, applied = self._weight_steps[learners](tuple(batches))
         return stats, bool(applied)
 
     def start_stage(self) -> None:
         """Records the encoder as the current stage received it (W_anchor)."""
-        self._set_anchors()
+        self._set_anchor()
 
     # -- one iteration -----------------------------------------------------------
 
@@ -263,7 +275,8 @@ class SearchEngine:
             if not applied:
                 raise NonFiniteLossError(
                     "the architecture hypergradient is NaN or inf "
-                    f"(validation losses {[float(s.loss_sum) for s in stats]})"
+                    f"(validation losses {[float(s.loss_sum) for s in stats]})",
+                    phase="architecture",
                 )
             result["val"] = stats
         for s, stage in enumerate(self.schedule.stages):
@@ -278,7 +291,11 @@ class SearchEngine:
                     ]
                     raise NonFiniteLossError(
                         f"non-finite training loss or gradient in stage {s}, step {t}, "
-                        f"learner index {bad or list(stage.learners)}"
+                        f"learner index {bad or list(stage.learners)}",
+                        phase="weights",
+                        stage=s,
+                        step=t,
+                        learners=tuple(bad or stage.learners),
                     )
                 for k_, st in zip(stage.learners, stats, strict=True):
                     result["train"][k_].append(st)

@@ -1,21 +1,32 @@
-"""The interleaving-learning objective: losses, the stage chain and its virtual unroll.
+"""The interleaving-learning objective: losses, the virtual chain and its adjoint.
 
-This is the one place where the math of DESIGN §1 lives; the hypergradient methods
-and the real weight steps are built from these functions. Everything here runs in
-a ``tf.distribute`` replica context (the default context on one device): losses
-are scaled by the *global* batch size and every gradient that drives an update is
-summed across replicas, so N replicas compute what one device computes on the
-whole batch.
+This is the one place where the math of the search lives (docs/design.md states it
+in full); the hypergradient methods, the compiled steps and the real weight steps
+are built from these functions. Everything here runs in a ``tf.distribute``
+replica context (the default context on one device): losses are scaled by the
+*global* batch size and every gradient that drives an update is summed across
+replicas, so N replicas compute what one device computes on the whole batch.
 
-Notation: ``arch`` is a mapping name → architecture-logit tensor; ``enc`` is the
-list of encoder weight tensors (in ``encoder.trainable_variables`` order);
-``heads`` is a list, one entry per learner, of that head's weight tensors.
+Notation. A is the architecture (``arch``: a mapping name → logit tensor, or the
+list of logit tensors); W the encoder weights (``enc``); H_k learner k's head
+(``heads[k]``); ξ the virtual step size (``lr``); λ the proximity weight and wd the
+weight decay (:class:`ChainSettings`). One iteration's chain has stages s = 1..S of
+T steps each; stage s trains W and the heads of its learners on
+L^tr_s = Σ_{k∈s} L^tr_k, every step Φ being
+
+    W' = W − ξ(∇_W L^tr_s + wd·W + 2λ(W − W_anchor)),  H'_k = H_k − ξ(∇_H L^tr_k + wd·H_k),
+
+with W_anchor the encoder the stage was handed. The top-level objective is
+Σ_k L^val_k(A, W_last(k), H_k), W_last(k) the encoder after learner k's last
+stage. Its gradient w.r.t. A is found by the reverse sweep of docs/design.md:
+an adjoint v = ∂L^val/∂(W, H) flows back through each step by
+:func:`adjoint_step`, each step adding :func:`arch_step_term` to dL^val/dA.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import keras
@@ -26,6 +37,12 @@ from il_tf.spaces.architecture import Architecture
 
 Tensors = list[tf.Tensor]
 Batch = tuple[tf.Tensor, tf.Tensor]
+
+# DARTS's finite-difference radius: ε = FD_RADIUS / ‖v‖.
+FD_RADIUS = 0.01
+# Weights a loss does not depend on (e.g. reduction logits of a net without
+# reduction cells) get zero gradients, not None.
+ZERO = tf.UnconnectedGradients.ZERO
 
 
 def num_replicas() -> int:
@@ -132,32 +149,130 @@ def regularizer_gradient(
     return grads
 
 
-def stage_data_gradient(
+def stage_loss(
     model: SearchModel,
     arch: Mapping[str, tf.Tensor],
     enc: Tensors,
-    heads: list[Tensors],
+    stage_heads: Sequence[Tensors],
     learners: Sequence[int],
     batches: Sequence[Batch],
-) -> tuple[Tensors, list[Tensors], list[LossStats]]:
-    """Global-batch gradient of a stage's summed data loss w.r.t. encoder and its heads."""
-    stage_heads = [heads[k] for k in learners]
+) -> tuple[tf.Tensor, list[LossStats]]:
+    """A stage's summed data loss Σ_{k∈stage} L^tr_k(A, W, H_k) on its batches."""
+    losses, stats = [], []
+    for k, head, batch in zip(learners, stage_heads, batches, strict=True):
+        loss, st = data_loss(model, arch, enc, head, k, batch)
+        losses.append(loss)
+        stats.append(st)
+    return tf.add_n(losses), stats
+
+
+# A loss ``f(arch, weights) -> (loss, stats)`` of the architecture tensors and a list
+# of weight tensors (in the steps: the flat encoder vector, then the stage's flat
+# head vectors). The three functions below differentiate such a loss on this
+# replica's batch and sum the result over replicas (the global-batch quantity).
+LossFn = Callable[[Tensors, Tensors], tuple[tf.Tensor, list[LossStats]]]
+
+
+def loss_gradient(
+    loss_fn: LossFn, arch: Tensors, weights: Tensors
+) -> tuple[Tensors, Tensors, list[LossStats]]:
+    """(∇_A f, ∇_W f, stats), summed over replicas."""
+    g_arch, g_weights, stats = _local_gradient(loss_fn, arch, weights)
+    g_arch, g_weights = cross_replica_sum((g_arch, g_weights))
+    return g_arch, g_weights, stats
+
+
+def _local_gradient(loss_fn, arch, weights):
     with tf.GradientTape() as tape:
-        tape.watch(enc)
-        tape.watch(stage_heads)
-        losses, stats = zip(
-            *[
-                data_loss(model, arch, enc, heads[k], k, b)
-                for k, b in zip(learners, batches, strict=True)
-            ],
-            strict=True,
-        )
-        total = tf.add_n(list(losses))
-    g_enc, g_heads = tape.gradient(
-        total, (enc, stage_heads), unconnected_gradients=tf.UnconnectedGradients.ZERO
+        tape.watch([arch, weights])
+        loss, stats = loss_fn(arch, weights)
+    g_arch, g_weights = tape.gradient(loss, (arch, weights), unconnected_gradients=ZERO)
+    return g_arch, g_weights, stats
+
+
+def loss_hvp(
+    loss_fn: LossFn, arch: Tensors, weights: Tensors, vector: Tensors
+) -> tuple[Tensors, Tensors]:
+    """Exact (∇²_{A,W} f · v, ∇²_{W,W} f · v) by reverse-over-reverse, summed over replicas."""
+    with tf.GradientTape() as outer:
+        outer.watch([arch, weights])
+        with tf.GradientTape() as inner:
+            inner.watch(weights)
+            loss, _ = loss_fn(arch, weights)
+        grads = inner.gradient(loss, weights, unconnected_gradients=ZERO)
+        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vector, strict=True)])
+    u_arch, u_weights = outer.gradient(dot, (arch, weights), unconnected_gradients=ZERO)
+    return cross_replica_sum((u_arch, u_weights))
+
+
+def fd_radius(vector: Tensors) -> tf.Tensor:
+    """DARTS's central-difference step ε = FD_RADIUS / ‖v‖ (any finite value when v = 0)."""
+    norm = tf.linalg.global_norm(vector)
+    return FD_RADIUS / tf.maximum(norm, tf.cast(1e-30, norm.dtype))
+
+
+def loss_hvp_fd(
+    loss_fn: LossFn, arch: Tensors, weights: Tensors, vector: Tensors
+) -> tuple[Tensors, Tensors]:
+    """The Hessian-vector products of :func:`loss_hvp` by a central difference of ∇f.
+
+    (∇f(W + εv) − ∇f(W − εv)) / 2ε with ε = :func:`fd_radius`: two gradient passes,
+    no second-order ops.
+    """
+    eps = fd_radius(vector)
+
+    def moved(sign):
+        return [w + sign * eps * v for w, v in zip(weights, vector, strict=True)]
+
+    a_plus, w_plus, _ = _local_gradient(loss_fn, arch, moved(1.0))
+    a_minus, w_minus, _ = _local_gradient(loss_fn, arch, moved(-1.0))
+    scale = 1.0 / (2.0 * eps)
+    u_arch = [(p - m) * scale for p, m in zip(a_plus, a_minus, strict=True)]
+    u_weights = [(p - m) * scale for p, m in zip(w_plus, w_minus, strict=True)]
+    return cross_replica_sum((u_arch, u_weights))
+
+
+def virtual_step(enc, heads: Sequence, g_enc, g_heads: Sequence, anchor, lr, settings):
+    """One step Φ of the virtual chain: W' = W − ξ(∇L^tr + wd·W + 2λ(W − W_anchor)).
+
+    ``enc`` (the encoder, pulled towards ``anchor``, the encoder its stage was
+    handed) and each of the stage's ``heads`` (weight decay only) is a tensor or a
+    list of tensors; ``g_enc``, ``g_heads`` are the data-loss gradients there.
+    Returns (W', [H'_k]).
+    """
+    wd, lam = settings.weight_decay, settings.proximity
+    enc_out = tf.nest.map_structure(
+        lambda w, g, a: w - lr * (g + wd * w + 2.0 * lam * (w - a)), enc, g_enc, anchor
     )
-    g_enc, g_heads = cross_replica_sum((g_enc, g_heads))
-    return g_enc, g_heads, list(stats)
+    heads_out = [
+        tf.nest.map_structure(lambda w, g: w - lr * (g + wd * w), h, g)
+        for h, g in zip(heads, g_heads, strict=True)
+    ]
+    return enc_out, heads_out
+
+
+def adjoint_step(v_enc, v_heads: Sequence, u_enc, u_heads: Sequence, lr, settings):
+    """The transpose of Φ's Jacobian applied to the adjoint of its output.
+
+    With v = (``v_enc``, ``v_heads``) = ∂L^val/∂(W', H') and u = ∇²_{W,W}L^tr · v
+    (``u_enc``, ``u_heads``), returns the adjoints of Φ's inputs,
+    v − ξ(u + wd·v + 2λ·v_enc) for the encoder and v − ξ(u + wd·v) for each head,
+    and that of its anchor, 2λξ·v_enc. (The architecture's share,
+    −ξ ∇²_{A,W}L^tr · v, is :func:`arch_step_term`.)
+    """
+    wd, lam = settings.weight_decay, settings.proximity
+    enc_in = tf.nest.map_structure(lambda v, u: v - lr * (u + wd * v + 2.0 * lam * v), v_enc, u_enc)
+    heads_in = [
+        tf.nest.map_structure(lambda v, u: v - lr * (u + wd * v), vh, uh)
+        for vh, uh in zip(v_heads, u_heads, strict=True)
+    ]
+    anchor = tf.nest.map_structure(lambda v: 2.0 * lam * lr * v, v_enc)
+    return enc_in, heads_in, anchor
+
+
+def arch_step_term(arch_hvp: Tensors, lr: tf.Tensor) -> Tensors:
+    """One virtual step's share of dL^val/dA: −ξ ∇²_{A,W}L^tr · v."""
+    return [-lr * u for u in arch_hvp]
 
 
 def unroll(
@@ -170,7 +285,7 @@ def unroll(
     lr: tf.Tensor,
     settings: ChainSettings,
 ) -> tuple[list[Tensors], list[Tensors]]:
-    """The virtual chain: S·T one-step updates W ← W − ξ∇[L^tr + λ‖W − W_anchor‖²].
+    """The virtual chain: S·T steps :func:`virtual_step`, as one differentiable graph.
 
     ``train_batches[s][t]`` holds one batch per learner of stage s, step t. Heads
     are updated only by their own learner. Returns W_last(k) for each learner
@@ -182,16 +297,17 @@ def unroll(
     for s, stage in enumerate(schedule.stages):
         anchor = enc
         for t in range(schedule.steps_per_stage):
-            g_enc, g_heads, _ = stage_data_gradient(
-                model, arch, enc, heads, stage.learners, train_batches[s][t]
-            )
-            reg = regularizer_gradient(enc, anchor, settings)
-            enc = [w - lr * (g + r) for w, g, r in zip(enc, g_enc, reg, strict=True)]
-            for k, g_head in zip(stage.learners, g_heads, strict=True):
-                reg_h = regularizer_gradient(heads[k], None, settings)
-                heads[k] = [
-                    w - lr * (g + r) for w, g, r in zip(heads[k], g_head, reg_h, strict=True)
-                ]
+            stage_heads = [heads[k] for k in stage.learners]
+            with tf.GradientTape() as tape:
+                tape.watch([enc, stage_heads])
+                loss, _ = stage_loss(
+                    model, arch, enc, stage_heads, stage.learners, train_batches[s][t]
+                )
+            g_enc, g_heads = tape.gradient(loss, (enc, stage_heads), unconnected_gradients=ZERO)
+            g_enc, g_heads = cross_replica_sum((g_enc, g_heads))
+            enc, new_heads = virtual_step(enc, stage_heads, g_enc, g_heads, anchor, lr, settings)
+            for k, h in zip(stage.learners, new_heads, strict=True):
+                heads[k] = h
         for k in stage.learners:
             last[k] = enc
     return last, heads

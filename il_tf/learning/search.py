@@ -25,8 +25,8 @@ from absl import logging
 from il_tf import distribute
 from il_tf.data.learners import Learner, LearnerData, build_learner_data, check_unique_names
 from il_tf.learning.engine import NonFiniteLossError, OptimizerSettings, SearchEngine
-from il_tf.learning.hypergradients import METHODS
-from il_tf.learning.objective import ChainSettings, SearchModel
+from il_tf.learning.hypergradients import get_method
+from il_tf.learning.objective import SearchModel
 from il_tf.learning.reporting import RunningStats, append_jsonl, write_arch_summaries
 from il_tf.learning.schedule import SCHEDULES, Schedule, make_schedule
 from il_tf.spaces import genotypes as genotypes_lib
@@ -47,8 +47,10 @@ class SearchConfig:
     Attributes:
       learners: the learners (K ≥ 1); each has its own data and head.
       supernet: a factory of the searchable encoder (``@darts_supernet``, ...).
-      method: hypergradient method: ``first_order``, ``finite_difference`` (the
-        published IL algorithm) or ``unrolled`` (exact).
+      method: hypergradient method (README's "Hypergradient methods"):
+        ``chain_finite_difference`` (the default: through the whole chain,
+        finite-difference Hessian-vector products), ``chain_exact``, ``unrolled``,
+        ``per_learner_finite_difference`` or ``first_order``.
       schedule: ``interleaved`` (the method), ``blocked`` or ``joint`` (ablations).
       rounds: R, how often each learner trains the encoder per iteration.
       steps_per_stage: T, one-step updates per stage.
@@ -80,7 +82,7 @@ class SearchConfig:
 
     learners: Sequence[Learner] | None = None
     supernet: Callable[[], keras.layers.Layer] = darts_supernet
-    method: str = "finite_difference"
+    method: str = "chain_finite_difference"
     schedule: str = "interleaved"
     rounds: int = 1
     steps_per_stage: int = 1
@@ -117,10 +119,7 @@ class SearchConfig:
                 )
         check_unique_names(learners)
         object.__setattr__(self, "learners", learners)
-        if self.method not in METHODS:
-            raise ValueError(
-                f"unknown hypergradient method {self.method!r}; allowed: {sorted(METHODS)}"
-            )
+        get_method(self.method)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {list(SCHEDULES)}")
         for name, minimum in (
@@ -258,7 +257,7 @@ class _Run:
             self._build_model,
             self.schedule,
             config.method,
-            ChainSettings(proximity=float(config.proximity)),
+            float(config.proximity),
             config.optimizers,
             total_weight_steps=self.total_iterations * self.schedule.num_steps,
             jit_compile=config.jit_compile,

@@ -39,7 +39,7 @@ def darts_supernet(
     dropout_seed: int = 0,
     max_skip_normal: int | None = None,
 ) -> keras.layers.Layer:
-    """The DARTS search supernet (DESIGN §2); defaults are the DARTS search settings.
+    """The DARTS search supernet (docs/design.md §5); defaults are the DARTS search settings.
 
     ``partial_channels`` K (PC-DARTS: 4) sends 1/K of each edge's channels through
     the mixed op; ``edge_normalization`` (None = on when K > 1) adds the β logits.
@@ -77,7 +77,7 @@ def nb201_supernet(
     ops: Sequence[str] = NB201_OPS,
     activation: str = "relu",
 ) -> keras.layers.Layer:
-    """The NAS-Bench-201 search supernet (DESIGN §2); defaults are the benchmark's skeleton."""
+    """The NAS-Bench-201 search supernet (docs/design.md §5); defaults are the benchmark's skeleton."""
     return NB201Supernet(
         channels=channels, cells_per_stage=cells_per_stage, ops=tuple(ops), activation=activation
     )

@@ -13,7 +13,7 @@ Hyperparameters of the search are given as a gin dict, one entry per setting::
     TuneConfig.hyperparameters = {
         'proximity': {'min': 1e-4, 'max': 1e-1, 'sampling': 'log'},  # a float range
         'rounds': {'min': 1, 'max': 3},                                # an int range
-        'method': ['first_order', 'finite_difference'],               # a choice
+        'method': ['first_order', 'chain_finite_difference'],         # a choice
         'seed': 0,                                                     # fixed
     }
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from il_tf.learning.engine import OptimizerSettings, SearchEngine  # noqa: E402
-from il_tf.learning.objective import ChainSettings, SearchModel  # noqa: E402
+from il_tf.learning.objective import SearchModel  # noqa: E402
 from il_tf.learning.schedule import make_schedule  # noqa: E402
 from il_tf.spaces.architecture import Architecture  # noqa: E402
 from il_tf.spaces.darts_supernet import DartsSupernet  # noqa: E402
@@ -50,7 +50,7 @@ def run(devices, method, schedule, train, val):
         build,
         schedule,
         method,
-        ChainSettings(proximity=0.1),
+        0.1,
         OptimizerSettings(arch_lr=0.01),
         total_weight_steps=100,
     )

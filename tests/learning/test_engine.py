@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from il_tf.learning.engine import OptimizerSettings, SearchEngine
-from il_tf.learning.objective import ChainSettings, SearchModel
+from il_tf.learning.objective import SearchModel
 from il_tf.learning.schedule import make_schedule
 from il_tf.spaces.architecture import Architecture
 from il_tf.spaces.darts_supernet import DartsSupernet
@@ -38,7 +38,7 @@ def _one_iteration(method: str, jit_compile: bool):
         _build,
         schedule,
         method,
-        ChainSettings(),
+        0.0,
         OptimizerSettings(arch_lr=0.01),
         total_weight_steps=10,
         jit_compile=jit_compile,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import subprocess
@@ -16,8 +17,9 @@ import tensorflow as tf
 from il_tf import cli
 from il_tf.learning import hypergradients as hg
 from il_tf.learning import progressive as prog
-from il_tf.learning.objective import SearchModel
+from il_tf.learning.objective import ChainSettings, SearchModel
 from il_tf.learning.progressive import ProgressiveConfig, ProgressiveError, run_progressive
+from il_tf.learning.steps import StepFunctions
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.architecture import Architecture
 from il_tf.spaces.darts_supernet import DartsSupernet, derive_darts_genotype
@@ -26,7 +28,7 @@ from il_tf.spaces.genotypes import load_genotype_with_metadata
 
 from ..conftest import PROJECT_ROOT
 from .conftest import SMOOTH_OPS
-from .test_hypergradients import directional_derivatives, make_inputs, project, random_directions
+from .test_hypergradients import eagerly, make_inputs
 from .test_search import digits_learner, tiny_config
 
 # ----------------------------------------------------------------------------- hypergradients
@@ -48,41 +50,55 @@ def build_pc_model(num_classes=(3, 4), seed=0, **supernet) -> SearchModel:
     return SearchModel(encoder, heads, arch)
 
 
+def _pc_inputs(model, num_learners, rounds, proximity):
+    settings = ChainSettings(proximity=proximity, weight_decay=3e-4, clip_norm=5.0)
+    steps = StepFunctions(tf.distribute.get_strategy(), model, settings)
+    return steps, make_inputs(steps, rounds=rounds, T=2, K=num_learners)
+
+
 @pytest.mark.parametrize(
     "num_learners, rounds, proximity", [(1, 1, 0.0), (2, 1, 0.1)], ids=["DARTS", "K=2"]
 )
-def test_unrolled_with_beta_equals_finite_difference(float64, num_learners, rounds, proximity):
+def test_chain_exact_with_beta_equals_differences(float64, num_learners, rounds, proximity):
     # Partial channels, edge normalization and skip dropout (its masks are constants of
     # the objective), smooth ops: the exact hypergradient w.r.t. α and β matches
-    # central differences of the top-level objective.
+    # central differences of the top-level objective. Eager: tracing this model
+    # costs more than running it once.
     model = build_pc_model(num_classes=(3, 4)[:num_learners], skip_dropout=0.3)
     assert model.arch.names == ("normal", "reduce", "beta_normal", "beta_reduce")
-    inputs = make_inputs(model, num_learners, rounds, proximity)
-    arch = model.arch_tensors()
-    grads, _ = hg.unrolled(inputs, arch)
-    for name, g in zip(model.arch.names, grads, strict=True):
-        assert float(tf.reduce_max(tf.abs(g))) > 1e-5, name
-    directions = random_directions(arch, 3)
-    # One direction along β only: β's own derivative is checked, not drowned by α's.
-    # (Not a constant one: softmax over a node's edges ignores a shift of its β.)
-    rng = np.random.default_rng(3)
-    directions.append(
-        [
-            tf.zeros_like(a) if a.shape.rank == 2 else tf.constant(rng.normal(size=a.shape))
-            for a in arch
-        ]
-    )
-    numeric = directional_derivatives(inputs, arch, directions, eps=1e-5)
-    analytic = project(grads, directions)
-    rel = np.abs(numeric - analytic) / np.abs(analytic)
-    assert rel.max() < 1e-4, (numeric, analytic)
+    with eagerly():
+        steps, inputs = _pc_inputs(model, num_learners, rounds, proximity)
+        grads = hg.chain_exact(steps, inputs).grad
+        for name, g in zip(model.arch.names, grads, strict=True):
+            assert float(tf.reduce_max(tf.abs(g))) > 1e-5, name
+        rng = np.random.default_rng(3)
+        directions = [[tf.constant(rng.normal(size=a.shape)) for a in inputs.arch]]
+        # One direction along β only: β's own derivative is checked, not drowned by α's.
+        # (Not a constant one: softmax over a node's edges ignores a shift of its β.)
+        directions.append(
+            [
+                tf.zeros_like(a) if a.shape.rank == 2 else tf.constant(rng.normal(size=a.shape))
+                for a in inputs.arch
+            ]
+        )
+        eps = 1e-5
+        for d in directions:
+
+            def objective(sign, d=d):
+                arch = [a + sign * eps * v for a, v in zip(inputs.arch, d, strict=True)]
+                return float(hg.chain_objective(steps, dataclasses.replace(inputs, arch=arch)))
+
+            numeric = (objective(1.0) - objective(-1.0)) / (2 * eps)
+            analytic = sum(float(tf.reduce_sum(g * v)) for g, v in zip(grads, d, strict=True))
+            assert abs(numeric - analytic) < 1e-4 * abs(analytic), (numeric, analytic)
 
 
-@pytest.mark.parametrize("method", ["first_order", "finite_difference"])
+@pytest.mark.parametrize("method", ["first_order", "per_learner_finite_difference"])
 def test_every_method_gives_beta_a_gradient(float64, method):
     model = build_pc_model(num_classes=(3, 4))
-    inputs = make_inputs(model, 2, 2, 0.1)
-    grads, _ = hg.get_method(method)(inputs, model.arch_tensors())
+    with eagerly():
+        steps, inputs = _pc_inputs(model, 2, 2, 0.1)
+        grads = hg.get_method(method)(steps, inputs).grad
     assert [tuple(g.shape) for g in grads] == [(14, 5), (14, 5), (14,), (14,)]
     assert float(tf.reduce_max(tf.abs(grads[2]))) > 1e-6
 

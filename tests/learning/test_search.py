@@ -35,7 +35,7 @@ def tiny_config(**overrides) -> SearchConfig:
     settings = dict(
         learners=(digits_learner("low", [0, 1, 2]), digits_learner("high", [7, 8, 9])),
         supernet=TINY_SUPERNET,
-        method="finite_difference",
+        method="chain_finite_difference",
         epochs=2,
         iterations_per_epoch=3,
         eval_batches=1,
@@ -269,14 +269,17 @@ def test_quickstart_as_in_the_readme(tmp_path):
 @pytest.mark.parametrize(
     "method, mode",
     [
-        ("unrolled", "eager"),
-        ("finite_difference", "eager"),
-        pytest.param("unrolled", "graph", marks=pytest.mark.slow),
+        ("chain_exact", "eager"),
+        ("chain_finite_difference", "eager"),
+        pytest.param("per_learner_finite_difference", "eager", marks=pytest.mark.slow),
+        pytest.param("unrolled", "eager", marks=pytest.mark.slow),
+        pytest.param("chain_finite_difference", "graph", marks=pytest.mark.slow),
     ],
 )
 def test_two_replicas_equal_one_device(method, mode):
-    # Every gradient inside the unroll is all-reduced and BN statistics are
-    # synchronized, so 2 replicas on halves of a batch compute the 1-device step.
+    # Every gradient and Hessian-vector product of the chain is all-reduced and BN
+    # statistics are synchronized, so 2 replicas on halves of a batch compute the
+    # 1-device step.
     script = PROJECT_ROOT / "tests" / "learning" / "_two_replicas.py"
     proc = subprocess.run(
         [sys.executable, str(script), method, mode],

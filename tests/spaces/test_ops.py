@@ -1,7 +1,7 @@
 """Tests for il_tf.spaces.ops: shapes, max-pool and search BN, exact second order in graph mode.
 
 The unrolled hypergradient differentiates through gradient steps inside
-``tf.function``; TF's own ``max_pool2d`` gets that wrong on CPU (DESIGN §7).
+``tf.function``; TF's own ``max_pool2d`` gets that wrong on CPU (docs/design.md §8).
 Every op on the unrolled path therefore has a regression test here: the
 gradient of a validation loss through one SGD step (a Hessian-vector product)
 must be the same in graph mode as in eager mode.
@@ -198,7 +198,7 @@ def test_max_pool_under_xla_equals_default_to_second_order(pool_size, stride, si
 
 
 def test_harness_detects_tf_max_pool2d_graph_bug():
-    """The harness above is sensitive enough to see TF's CPU max_pool2d bug (DESIGN §7)."""
+    """The harness above is sensitive enough to see TF's CPU max_pool2d bug (docs/design.md §8)."""
     x, params, t_train, t_val = _conv_pool_problem(1)
     step = _unrolled_gradient_fn(
         _conv_then(lambda h: tf.nn.max_pool2d(h, 3, 1, "SAME")), x, t_train, t_val
@@ -265,7 +265,7 @@ def test_search_batch_norm_fused_float32_matches_float64():
 
 
 def test_keras_batch_norm_double_gradient_is_biased():
-    """Keras' BN (tf.nn.moments) is exact to first order only (DESIGN §7)."""
+    """Keras' BN (tf.nn.moments) is exact to first order only (docs/design.md §8)."""
     x, t, v = _bn_problem(tf.float64)
     keras_bn = keras.layers.BatchNormalization(
         center=False, scale=False, epsilon=ops.BN_EPSILON, dtype="float64"

@@ -1,0 +1,254 @@
+"""The compiled per-step functions that every hypergradient method is built from.
+
+A hypergradient through the chain of S·T virtual steps is not one graph: it is a
+short Python loop over a few compiled functions, each of which does *one* step —
+a virtual weight step Φ, a learner's validation gradient, or the adjoint of one
+step (its exact or finite-difference Hessian-vector products) — so what is traced
+does not grow with S, T or the number of rounds. A function is traced once per
+kind of stage (the tuple of its learners) and reused by every round and every
+iteration. Between calls only weights and adjoints are kept, never activations:
+the reverse sweep recomputes each step's activations from its input weights.
+
+Weights travel between the functions as flat vectors (one for the encoder, one
+per head): a call then passes a handful of tensors instead of thousands, and the
+vector arithmetic of the sweep is a few ops. Every function runs its body in
+each replica through ``strategy.run`` and returns per-replica values (plain
+tensors on one device); every gradient and Hessian-vector product in them is the
+global-batch one, summed over replicas (``il_tf/learning/objective.py``).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from il_tf.learning import objective
+from il_tf.learning.objective import ChainSettings, LossStats, SearchModel
+
+LINKS = ("exact", "finite_difference")
+
+
+class WeightLayout:
+    """The shapes of a list of weights and their packing into one flat vector."""
+
+    def __init__(self, variables: Sequence):
+        self.shapes = [tuple(v.shape) for v in variables]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+
+    def pack(self, tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+        """The tensors, flattened and concatenated."""
+        return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+    def unpack(self, flat: tf.Tensor) -> list[tf.Tensor]:
+        """The list of tensors that :meth:`pack` made ``flat`` from."""
+        parts = tf.split(flat, self.sizes) if len(self.sizes) > 1 else [flat]
+        return [tf.reshape(p, s) for p, s in zip(parts, self.shapes, strict=True)]
+
+
+def stats_to_host(strategy: tf.distribute.Strategy, stats: Sequence[LossStats]):
+    """Sums per-replica loss statistics over replicas (cross-replica context)."""
+    return [
+        LossStats(*(strategy.reduce(tf.distribute.ReduceOp.SUM, f, axis=None) for f in s))
+        for s in stats
+    ]
+
+
+class StepFunctions:
+    """The compiled step functions of one search model under one strategy.
+
+    Args:
+      strategy: the strategy the model's variables were created under.
+      model: the search model.
+      settings: λ, weight decay and clip norm of the chain.
+      jit_compile: compile the functions with XLA.
+    """
+
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        model: SearchModel,
+        settings: ChainSettings,
+        jit_compile: bool = False,
+    ):
+        self.strategy = strategy
+        self.model = model
+        self.settings = settings
+        self.jit_compile = jit_compile
+        self.encoder_layout = WeightLayout(model.encoder.trainable_variables)
+        self.head_layouts = [WeightLayout(h.trainable_variables) for h in model.heads]
+        self._functions: dict[tuple, Callable] = {}
+        #: How often each function was traced (a test that the trace count stays flat).
+        self.trace_counts: collections.Counter = collections.Counter()
+
+    # -- replica-level pieces ------------------------------------------------------
+
+    def stage_loss_fn(self, learners: tuple[int, ...], batches) -> objective.LossFn:
+        """The stage's data loss as a function of (A, [W, H_k for k in stage]), flat."""
+        model = self.model
+
+        def loss_fn(arch, weights):
+            enc, *heads = weights
+            return objective.stage_loss(
+                model,
+                model.arch.as_dict(arch),
+                self.encoder_layout.unpack(enc),
+                [self.head_layouts[k].unpack(h) for k, h in zip(learners, heads, strict=True)],
+                learners,
+                batches,
+            )
+
+        return loss_fn
+
+    def read_local(self):
+        """This replica's (A, W, [H_k]) from the model's variables."""
+        model = self.model
+        arch = [tf.identity(v.value) for v in model.arch.arch_variables]
+        enc = self.encoder_layout.pack([v.value for v in model.encoder.trainable_variables])
+        heads = tuple(
+            layout.pack([v.value for v in h.trainable_variables])
+            for layout, h in zip(self.head_layouts, model.heads, strict=True)
+        )
+        return arch, enc, heads
+
+    # -- bodies (replica context) ----------------------------------------------------
+
+    def _read_body(self, _key):
+        return self.read_local()
+
+    def _virtual_step_body(self, learners, arch, enc, heads, anchor, batches, lr):
+        lr = tf.cast(lr, enc.dtype)
+        _, grads, _ = objective.loss_gradient(
+            self.stage_loss_fn(learners, batches), arch, [enc, *heads]
+        )
+        enc, heads = objective.virtual_step(
+            enc, heads, grads[0], grads[1:], anchor, lr, self.settings
+        )
+        return enc, tuple(heads)
+
+    def _val_gradient_body(self, learner, arch, enc, head, batch):
+        g_arch, (g_enc, g_head), (stats,) = objective.loss_gradient(
+            self.stage_loss_fn((learner,), (batch,)), arch, [enc, head]
+        )
+        return g_enc, g_head, g_arch, stats
+
+    def _val_loss_body(self, learner, arch, enc, head, batch):
+        loss, _ = self.stage_loss_fn((learner,), (batch,))(arch, [enc, head])
+        return objective.cross_replica_sum(loss)
+
+    def _adjoint_body(self, key, arch, enc, heads, batches, lr, v_enc, v_heads):
+        link, learners = key
+        lr = tf.cast(lr, enc.dtype)
+        hvp = objective.loss_hvp if link == "exact" else objective.loss_hvp_fd
+        u_arch, u_weights = hvp(
+            self.stage_loss_fn(learners, batches), arch, [enc, *heads], [v_enc, *v_heads]
+        )
+        v_enc, v_heads, v_anchor = objective.adjoint_step(
+            v_enc, v_heads, u_weights[0], u_weights[1:], lr, self.settings
+        )
+        return v_enc, tuple(v_heads), v_anchor, objective.arch_step_term(u_arch, lr)
+
+    def _unrolled_body(self, schedule, arch, enc, heads, train_batches, val_batches, lr):
+        model = self.model
+        lr = tf.cast(lr, enc.dtype)
+        enc = self.encoder_layout.unpack(enc)
+        heads = [layout.unpack(h) for layout, h in zip(self.head_layouts, heads, strict=True)]
+        with tf.GradientTape() as tape:
+            tape.watch(arch)
+            arch_d = model.arch.as_dict(arch)
+            encs, heads = objective.unroll(
+                model, arch_d, enc, heads, schedule, train_batches, lr, self.settings
+            )
+            loss, stats = objective.validation_loss(model, arch_d, encs, heads, val_batches)
+        grad = tape.gradient(loss, arch, unconnected_gradients=objective.ZERO)
+        return objective.cross_replica_sum(grad), stats
+
+    # -- compiled cross-replica functions -----------------------------------------------
+
+    def _function(self, name: str, key, body: Callable, reduce_stats: bool = False):
+        if (name, key) not in self._functions:
+            replica_fn = functools.partial(body, key)
+
+            def cross_replica(*args):
+                self.trace_counts[name] += 1
+                out = self.strategy.run(replica_fn, args=args)
+                if reduce_stats:
+                    *values, stats = out
+                    return (*values, stats_to_host(self.strategy, [stats])[0])
+                return out
+
+            self._functions[name, key] = tf.function(
+                cross_replica, jit_compile=self.jit_compile, reduce_retracing=True, autograph=False
+            )
+        return self._functions[name, key]
+
+    def read(self):
+        """(A, W, [H_k]) of the model, per replica."""
+        return self._function("read", None, self._read_body)()
+
+    def virtual_step(self, learners: tuple[int, ...], arch, enc, heads, anchor, batches, lr):
+        """One virtual step Φ of the stage ``learners``; returns (W', (H'_k))."""
+        fn = self._function("virtual_step", learners, self._virtual_step_body)
+        return fn(arch, enc, tuple(heads), anchor, tuple(batches), lr)
+
+    def val_gradient(self, learner: int, arch, enc, head, batch):
+        """∇ of learner ``learner``'s validation loss: (∂W, ∂H, ∂A, host stats)."""
+        fn = self._function("val_gradient", learner, self._val_gradient_body, reduce_stats=True)
+        return fn(arch, enc, head, batch)
+
+    def val_loss(self, learner: int, arch, enc, head, batch) -> tf.Tensor:
+        """Learner ``learner``'s global-batch validation loss (in the weights' dtype)."""
+        fn = self._function("val_loss", learner, self._val_loss_body)
+        return self.strategy.experimental_local_results(fn(arch, enc, head, batch))[0]
+
+    def adjoint(self, link: str, learners: tuple[int, ...], arch, enc, heads, batches, lr, v):
+        """The adjoint of one step: ``v`` = (v_W, (v_H_k)) at its output → its input.
+
+        Returns (v_W, (v_H_k), v_anchor, the step's term of dL/dA); ``link`` says
+        how the Hessian-vector products are computed (:data:`LINKS`).
+        """
+        if link not in LINKS:
+            raise ValueError(f"unknown link {link!r}; allowed: {list(LINKS)}")
+        fn = self._function("adjoint_" + link, (link, learners), self._adjoint_body)
+        v_enc, v_heads = v
+        return fn(arch, enc, tuple(heads), tuple(batches), lr, v_enc, tuple(v_heads))
+
+    def unrolled(self, schedule, arch, enc, heads, train_batches, val_batches, lr):
+        """dL^val/dA through the whole chain as one graph: (per-replica ∂A, host stats).
+
+        The reference the reverse sweep is checked against; its graph, trace time
+        and memory grow with S·T.
+        """
+        fn = self._function("unrolled", schedule, self._unrolled_body)
+        grad, stats = fn(
+            arch,
+            enc,
+            tuple(heads),
+            tuple(tuple(tuple(step) for step in stage) for stage in train_batches),
+            tuple(val_batches),
+            lr,
+        )
+        return grad, stats_to_host(self.strategy, stats)
+
+    def add(self, *values):
+        """The elementwise sum of equally structured (per-replica) values."""
+
+        def body(_key, *xs):
+            return tf.nest.map_structure(lambda *t: tf.add_n(list(t)), *xs)
+
+        return self._function("add", len(values), body)(*values)
+
+    def zeros_like(self, value):
+        """Zeros shaped like a (per-replica) value."""
+        return self._function(
+            "zeros_like", None, lambda _k, x: tf.nest.map_structure(tf.zeros_like, x)
+        )(value)
+
+    def local(self, value):
+        """The first replica's copy of a per-replica value."""
+        return tf.nest.map_structure(
+            lambda v: self.strategy.experimental_local_results(v)[0], value
+        )
