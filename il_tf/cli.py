@@ -12,6 +12,12 @@ from typing import NoReturn, TypeVar
 import gin
 from absl import flags, logging
 
+from il_tf import native_logs
+
+# Every tool imports this module first: TensorFlow is loaded here, with its
+# uninformative native start-up lines (no CUDA on a CPU machine, ...) dropped.
+native_logs.import_tensorflow()
+
 T = TypeVar("T")
 
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 from il_tf.learning import hypergradients, objective
 from il_tf.learning.objective import ChainSettings, LossStats, SearchModel
 from il_tf.learning.schedule import Schedule
-from il_tf.learning.steps import StepFunctions, stats_to_host
+from il_tf.learning.steps import StepFunctions
 
 
 @gin.configurable
@@ -84,12 +84,14 @@ def apply_updates(
     optimizer: keras.optimizers.Optimizer,
     grads,
     variables: Sequence[keras.Variable],
+    count: bool = True,
 ) -> None:
     """Applies already-summed gradients with a Keras optimizer, in cross-replica context.
 
     ``optimizer.apply_gradients`` would sum the gradients over replicas once more
     (and clip before summing); here each device applies its identical copy of the
-    global gradient through the optimizer's own ``update_step``.
+    global gradient through the optimizer's own ``update_step``. ``count`` = False
+    leaves the optimizer's step count (and so its learning rate) as it is.
     """
     lr = optimizer.learning_rate
     for grad, variable in zip(grads, variables, strict=True):
@@ -99,7 +101,8 @@ def apply_updates(
             args=(grad,),
             group=False,
         )
-    optimizer.iterations.assign_add(1)
+    if count:
+        optimizer.iterations.assign_add(1)
 
 
 def _all_finite(tensors) -> tf.Tensor:
@@ -166,7 +169,8 @@ class SearchEngine:
                 trainable=False,
             )
         self._apply_arch = tf.function(self._apply_arch_fn, jit_compile=jit_compile)
-        self._weight_steps: dict[tuple[int, ...], Callable] = {}
+        self._weight_steps: dict[int | None, Callable] = {}
+        self._prepare = tf.function(self._prepare_fn, autograph=False)
         self._jit_compile = jit_compile
         self._set_anchor = tf.function(self._set_anchor_fn)
 
@@ -213,46 +217,62 @@ class SearchEngine:
         enc = [v.value for v in self.model.encoder.trainable_variables]
         self.anchor.assign(self.steps.encoder_layout.pack(enc))
 
-    def _weight_step_fn(self, learners: tuple[int, ...], batches):
-        model, chain, steps = self.model, self.chain, self.steps
-        head_vars = [v for k in learners for v in model.heads[k].trainable_variables]
-        variables = list(model.encoder.trainable_variables) + head_vars
+    def _prepare_fn(self, g_enc, g_heads, heads):
+        """The update direction of a weight step: proximity, global-norm clip, weight decay."""
+        chain, steps = self.chain, self.steps
 
-        def replica_fn(batches):
-            arch, enc, heads = steps.read_local()
-            stage_heads = [heads[k] for k in learners]
-            _, grads, stats = objective.loss_gradient(
-                steps.stage_loss_fn(learners, batches), arch, [enc, *stage_heads]
-            )
+        def replica_fn(g_enc, g_heads, heads):
+            enc = steps.read_local()[1]
+            weights = [enc, *heads]
+            grads = [g_enc, *g_heads]
             if chain.proximity:
                 grads[0] += 2.0 * chain.proximity * (enc - tf.identity(self.anchor))
             grads = objective.clip_by_global_norm(grads, chain.clip_norm)
-            weights = [enc, *stage_heads]
             grads = [g + chain.weight_decay * w for g, w in zip(grads, weights, strict=True)]
-            ok = tf.logical_and(_all_finite(grads), _all_finite([s.loss_sum for s in stats]))
-            layouts = [steps.encoder_layout] + [steps.head_layouts[k] for k in learners]
-            grads = [t for layout, g in zip(layouts, grads, strict=True) for t in layout.unpack(g)]
-            return grads, stats, ok
+            return grads[0], tuple(grads[1:]), _all_finite(grads)
 
-        grads, stats, ok = self.strategy.run(replica_fn, args=(batches,))
-        ok = self.strategy.experimental_local_results(ok)[0]
+        g_enc, g_heads, ok = self.strategy.run(replica_fn, args=(g_enc, g_heads, heads))
+        return g_enc, g_heads, self.strategy.experimental_local_results(ok)[0]
 
-        def apply():
-            apply_updates(self.strategy, self.weight_optimizer, grads, variables)
-            return tf.constant(True)
-
-        applied = tf.cond(ok, apply, lambda: tf.constant(False))
-        return stats_to_host(self.strategy, stats), applied
+    def _apply_fn(self, index: int | None, grad, count: bool):
+        """Applies one flat gradient to the encoder (``index`` None) or head ``index``."""
+        steps, model = self.steps, self.model
+        if index is None:
+            layout, variables = steps.encoder_layout, model.encoder.trainable_variables
+        else:
+            layout, variables = steps.head_layouts[index], model.heads[index].trainable_variables
+        grads = self.strategy.run(lambda g: layout.unpack(g), args=(grad,))
+        apply_updates(self.strategy, self.weight_optimizer, grads, variables, count=count)
 
     def weight_step(self, learners: tuple[int, ...], batches) -> tuple[list[LossStats], bool]:
-        """One real SGD step of the encoder and the stage's heads on their batches."""
-        if learners not in self._weight_steps:
-            self._weight_steps[learners] = tf.function(
-                functools.partial(self._weight_step_fn, learners),
+        """One real SGD step of the encoder and the stage's heads on their batches.
+
+        The encoder's update is one compiled function shared by every stage, each
+        head's another: tracing does not grow with the learners.
+        """
+        arch, enc, heads = self.steps.read()
+        stage_heads = tuple(heads[k] for k in learners)
+        _, g_enc, g_heads, stats = self.steps.gradient(learners, arch, enc, stage_heads, batches)
+        if not all(bool(tf.math.is_finite(s.loss_sum)) for s in stats):
+            return stats, False
+        g_enc, g_heads, ok = self._prepare(g_enc, g_heads, stage_heads)
+        if not bool(ok):
+            return stats, False
+        # Heads first: the encoder's update counts the step (the learning rate
+        # follows the optimizer's iterations).
+        for k, g in zip(learners, g_heads, strict=True):
+            self._apply_function(k)(g)
+        self._apply_function(None)(g_enc)
+        return stats, True
+
+    def _apply_function(self, index: int | None):
+        if index not in self._weight_steps:
+            self._weight_steps[index] = tf.function(
+                functools.partial(self._apply_fn, index, count=index is None),
                 jit_compile=self._jit_compile,
+                autograph=False,
             )
-        stats, applied = self._weight_steps[learners](tuple(batches))
-        return stats, bool(applied)
+        return self._weight_steps[index]
 
     def start_stage(self) -> None:
         """Records the encoder as the current stage received it (W_anchor)."""

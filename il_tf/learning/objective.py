@@ -168,8 +168,8 @@ def stage_loss(
 
 # A loss ``f(arch, weights) -> (loss, stats)`` of the architecture tensors and a list
 # of weight tensors (in the steps: the flat encoder vector, then the stage's flat
-# head vectors). The three functions below differentiate such a loss on this
-# replica's batch and sum the result over replicas (the global-batch quantity).
+# head vectors). The functions below differentiate such a loss on this replica's
+# batch and sum the result over replicas (the global-batch quantity).
 LossFn = Callable[[Tensors, Tensors], tuple[tf.Tensor, list[LossStats]]]
 
 
@@ -177,16 +177,11 @@ def loss_gradient(
     loss_fn: LossFn, arch: Tensors, weights: Tensors
 ) -> tuple[Tensors, Tensors, list[LossStats]]:
     """(∇_A f, ∇_W f, stats), summed over replicas."""
-    g_arch, g_weights, stats = _local_gradient(loss_fn, arch, weights)
-    g_arch, g_weights = cross_replica_sum((g_arch, g_weights))
-    return g_arch, g_weights, stats
-
-
-def _local_gradient(loss_fn, arch, weights):
     with tf.GradientTape() as tape:
         tape.watch([arch, weights])
         loss, stats = loss_fn(arch, weights)
     g_arch, g_weights = tape.gradient(loss, (arch, weights), unconnected_gradients=ZERO)
+    g_arch, g_weights = cross_replica_sum((g_arch, g_weights))
     return g_arch, g_weights, stats
 
 
@@ -211,25 +206,16 @@ def fd_radius(vector: Tensors) -> tf.Tensor:
     return FD_RADIUS / tf.maximum(norm, tf.cast(1e-30, norm.dtype))
 
 
-def loss_hvp_fd(
-    loss_fn: LossFn, arch: Tensors, weights: Tensors, vector: Tensors
-) -> tuple[Tensors, Tensors]:
-    """The Hessian-vector products of :func:`loss_hvp` by a central difference of ∇f.
+def central_difference(plus, minus, eps: tf.Tensor):
+    """(f(x + εv) − f(x − εv)) / 2ε for a structure of tensors: ≈ ∇f · v for f = a gradient.
 
-    (∇f(W + εv) − ∇f(W − εv)) / 2ε with ε = :func:`fd_radius`: two gradient passes,
-    no second-order ops.
+    With ``plus``, ``minus`` the (replica-summed) gradients of a loss at W ± εv,
+    ε = :func:`fd_radius` (v), this is the Hessian-vector product of
+    :func:`loss_hvp` by DARTS's central difference: two gradient passes, no
+    second-order ops.
     """
-    eps = fd_radius(vector)
-
-    def moved(sign):
-        return [w + sign * eps * v for w, v in zip(weights, vector, strict=True)]
-
-    a_plus, w_plus, _ = _local_gradient(loss_fn, arch, moved(1.0))
-    a_minus, w_minus, _ = _local_gradient(loss_fn, arch, moved(-1.0))
     scale = 1.0 / (2.0 * eps)
-    u_arch = [(p - m) * scale for p, m in zip(a_plus, a_minus, strict=True)]
-    u_weights = [(p - m) * scale for p, m in zip(w_plus, w_minus, strict=True)]
-    return cross_replica_sum((u_arch, u_weights))
+    return tf.nest.map_structure(lambda p, m: (p - m) * scale, plus, minus)
 
 
 def virtual_step(enc, heads: Sequence, g_enc, g_heads: Sequence, anchor, lr, settings):

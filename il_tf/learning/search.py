@@ -303,6 +303,8 @@ class _Run:
         self.eval_fns = [self._make_eval_fn(k) for k in range(len(self.datas))]
         self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
         self._drawing_warned = False
+        # Whether this process has run an iteration (traced the step functions) yet.
+        self._compiled = False
 
     # -- construction --------------------------------------------------------------
 
@@ -435,6 +437,14 @@ class _Run:
                     for stage in schedule.stages
                 ]
                 val_batches = [next(v) for v in val_iters]
+                first = not self._compiled
+                if first:
+                    print(
+                        "compiling the step functions (the first iteration; the ETA starts "
+                        "after it) ...",
+                        flush=True,
+                    )
+                    compile_start = time.perf_counter()
                 try:
                     result = self.engine.iteration(
                         train_batches, val_batches, update_arch=epoch >= config.arch_warmup_epochs
@@ -448,6 +458,19 @@ class _Run:
                         stats[k].add(st)
                     if result["val"][k] is not None:
                         arch_val[k].add(result["val"][k])
+                if first:
+                    self._compiled = True
+                    print(
+                        f"compiled and ran the first iteration in "
+                        f"{time.perf_counter() - compile_start:.1f} s",
+                        flush=True,
+                    )
+                    # A new bar: its time per iteration must not include the compiling.
+                    bar = keras.utils.Progbar(
+                        self.ipe,
+                        stateful_metrics=[f"{d.name}_loss" for d in self.datas],
+                        unit_name="it",
+                    )
                 it += 1
                 self.iteration.assign(it)
                 bar.update(
@@ -590,7 +613,7 @@ class _Run:
             draw_genotype(genotype, self.workdir, basename="genotype")
         except DrawingUnavailable as e:
             if not self._drawing_warned:
-                logging.warning("%s", e)
+                # Once, and on one stream (absl's logging.warning would repeat it).
                 print(f"warning: {e}", flush=True)
                 self._drawing_warned = True
 

@@ -49,6 +49,13 @@ class WeightLayout:
         return [tf.reshape(p, s) for p, s in zip(parts, self.shapes, strict=True)]
 
 
+def _head_signature(head) -> str:
+    config = dict(head.get_config())
+    config.pop("name", None)
+    shapes = [tuple(v.shape) for v in head.trainable_variables]
+    return repr((type(head).__name__, sorted(config.items()), shapes))
+
+
 def stats_to_host(strategy: tf.distribute.Strategy, stats: Sequence[LossStats]):
     """Sums per-replica loss statistics over replicas (cross-replica context)."""
     return [
@@ -80,6 +87,10 @@ class StepFunctions:
         self.jit_compile = jit_compile
         self.encoder_layout = WeightLayout(model.encoder.trainable_variables)
         self.head_layouts = [WeightLayout(h.trainable_variables) for h in model.heads]
+        # Heads of the same configuration share traces: a step is traced once per
+        # kind of stage, not once per learner.
+        signatures = [_head_signature(h) for h in model.heads]
+        self._kind = [signatures.index(sig) for sig in signatures]
         self._functions: dict[tuple, Callable] = {}
         #: How often each function was traced (a test that the trace count stays flat).
         self.trace_counts: collections.Counter = collections.Counter()
@@ -119,37 +130,51 @@ class StepFunctions:
     def _read_body(self, _key):
         return self.read_local()
 
-    def _virtual_step_body(self, learners, arch, enc, heads, anchor, batches, lr):
+    def _gradient_body(self, kinds, arch, enc, heads, batches):
+        g_arch, grads, stats = objective.loss_gradient(
+            self.stage_loss_fn(kinds, batches), arch, [enc, *heads]
+        )
+        return g_arch, grads[0], tuple(grads[1:]), stats
+
+    def _phi_body(self, _key, enc, heads, g_enc, g_heads, anchor, lr):
+        enc_out, heads_out = objective.virtual_step(
+            enc, heads, g_enc, g_heads, anchor, tf.cast(lr, enc.dtype), self.settings
+        )
+        return enc_out, tuple(heads_out)
+
+    def _perturb_body(self, _key, enc, heads, v_enc, v_heads):
+        eps = objective.fd_radius([v_enc, *v_heads])
+
+        def moved(sign):
+            return tf.nest.map_structure(
+                lambda w, v: w + sign * eps * v, (enc, heads), (v_enc, v_heads)
+            )
+
+        return moved(1.0), moved(-1.0), eps
+
+    def _fd_link_body(self, _key, plus, minus, eps, v_enc, v_heads, lr):
+        lr = tf.cast(lr, v_enc.dtype)
+        u_arch, u_enc, u_heads = (
+            objective.central_difference(p, m, eps) for p, m in zip(plus, minus, strict=True)
+        )
+        v_enc, v_heads, v_anchor = objective.adjoint_step(
+            v_enc, v_heads, u_enc, u_heads, lr, self.settings
+        )
+        return v_enc, tuple(v_heads), v_anchor, objective.arch_step_term(u_arch, lr)
+
+    def _exact_link_body(self, kinds, arch, enc, heads, batches, lr, v_enc, v_heads):
         lr = tf.cast(lr, enc.dtype)
-        _, grads, _ = objective.loss_gradient(
-            self.stage_loss_fn(learners, batches), arch, [enc, *heads]
-        )
-        enc, heads = objective.virtual_step(
-            enc, heads, grads[0], grads[1:], anchor, lr, self.settings
-        )
-        return enc, tuple(heads)
-
-    def _val_gradient_body(self, learner, arch, enc, head, batch):
-        g_arch, (g_enc, g_head), (stats,) = objective.loss_gradient(
-            self.stage_loss_fn((learner,), (batch,)), arch, [enc, head]
-        )
-        return g_enc, g_head, g_arch, stats
-
-    def _val_loss_body(self, learner, arch, enc, head, batch):
-        loss, _ = self.stage_loss_fn((learner,), (batch,))(arch, [enc, head])
-        return objective.cross_replica_sum(loss)
-
-    def _adjoint_body(self, key, arch, enc, heads, batches, lr, v_enc, v_heads):
-        link, learners = key
-        lr = tf.cast(lr, enc.dtype)
-        hvp = objective.loss_hvp if link == "exact" else objective.loss_hvp_fd
-        u_arch, u_weights = hvp(
-            self.stage_loss_fn(learners, batches), arch, [enc, *heads], [v_enc, *v_heads]
+        u_arch, u_weights = objective.loss_hvp(
+            self.stage_loss_fn(kinds, batches), arch, [enc, *heads], [v_enc, *v_heads]
         )
         v_enc, v_heads, v_anchor = objective.adjoint_step(
             v_enc, v_heads, u_weights[0], u_weights[1:], lr, self.settings
         )
         return v_enc, tuple(v_heads), v_anchor, objective.arch_step_term(u_arch, lr)
+
+    def _val_loss_body(self, kind, arch, enc, head, batch):
+        loss, _ = self.stage_loss_fn((kind,), (batch,))(arch, [enc, head])
+        return objective.cross_replica_sum(loss)
 
     def _unrolled_body(self, schedule, arch, enc, heads, train_batches, val_batches, lr):
         model = self.model
@@ -170,51 +195,81 @@ class StepFunctions:
 
     def _function(self, name: str, key, body: Callable, reduce_stats: bool = False):
         if (name, key) not in self._functions:
-            replica_fn = functools.partial(body, key)
-
-            def cross_replica(*args):
-                self.trace_counts[name] += 1
-                out = self.strategy.run(replica_fn, args=args)
-                if reduce_stats:
-                    *values, stats = out
-                    return (*values, stats_to_host(self.strategy, [stats])[0])
-                return out
-
+            # A partial, not a closure: TF's retracing warning counts traces per code
+            # object, and every function here is a different one traced once.
+            cross_replica = functools.partial(
+                self._cross_replica, name, functools.partial(body, key), reduce_stats
+            )
             self._functions[name, key] = tf.function(
-                cross_replica, jit_compile=self.jit_compile, reduce_retracing=True, autograph=False
+                cross_replica, jit_compile=self.jit_compile, autograph=False
             )
         return self._functions[name, key]
+
+    def _cross_replica(self, name: str, replica_fn: Callable, reduce_stats: bool, *args):
+        self.trace_counts[name] += 1
+        out = self.strategy.run(replica_fn, args=args)
+        if reduce_stats:
+            *values, stats = out
+            return (*values, stats_to_host(self.strategy, stats))
+        return out
 
     def read(self):
         """(A, W, [H_k]) of the model, per replica."""
         return self._function("read", None, self._read_body)()
 
+    def kinds(self, learners: Sequence[int]) -> tuple[int, ...]:
+        """The trace key of a stage: each learner's first learner with an identical head."""
+        return tuple(self._kind[k] for k in learners)
+
+    def gradient(self, learners: tuple[int, ...], arch, enc, heads, batches):
+        """∇ of the stage's data loss: (∂A, ∂W, (∂H_k), host stats), global-batch.
+
+        The one compiled forward+backward pass: virtual steps, validation
+        gradients, finite-difference links and the real weight steps all call it.
+        """
+        fn = self._function(
+            "gradient", self.kinds(learners), self._gradient_body, reduce_stats=True
+        )
+        return fn(arch, enc, tuple(heads), tuple(batches))
+
     def virtual_step(self, learners: tuple[int, ...], arch, enc, heads, anchor, batches, lr):
         """One virtual step Φ of the stage ``learners``; returns (W', (H'_k))."""
-        fn = self._function("virtual_step", learners, self._virtual_step_body)
-        return fn(arch, enc, tuple(heads), anchor, tuple(batches), lr)
+        _, g_enc, g_heads, _ = self.gradient(learners, arch, enc, heads, batches)
+        fn = self._function("phi", len(learners), self._phi_body)
+        return fn(enc, tuple(heads), g_enc, g_heads, anchor, lr)
 
     def val_gradient(self, learner: int, arch, enc, head, batch):
         """∇ of learner ``learner``'s validation loss: (∂W, ∂H, ∂A, host stats)."""
-        fn = self._function("val_gradient", learner, self._val_gradient_body, reduce_stats=True)
-        return fn(arch, enc, head, batch)
+        g_arch, g_enc, (g_head,), (stats,) = self.gradient((learner,), arch, enc, (head,), (batch,))
+        return g_enc, g_head, g_arch, stats
 
     def val_loss(self, learner: int, arch, enc, head, batch) -> tf.Tensor:
         """Learner ``learner``'s global-batch validation loss (in the weights' dtype)."""
-        fn = self._function("val_loss", learner, self._val_loss_body)
+        fn = self._function("val_loss", self._kind[learner], self._val_loss_body)
         return self.strategy.experimental_local_results(fn(arch, enc, head, batch))[0]
 
     def adjoint(self, link: str, learners: tuple[int, ...], arch, enc, heads, batches, lr, v):
         """The adjoint of one step: ``v`` = (v_W, (v_H_k)) at its output → its input.
 
         Returns (v_W, (v_H_k), v_anchor, the step's term of dL/dA); ``link`` says
-        how the Hessian-vector products are computed (:data:`LINKS`).
+        how the Hessian-vector products are computed (:data:`LINKS`): exactly, or
+        by a central difference of two :meth:`gradient` calls.
         """
-        if link not in LINKS:
+        v_enc, v_heads = v[0], tuple(v[1])
+        heads, batches = tuple(heads), tuple(batches)
+        if link == "exact":
+            fn = self._function("exact_link", self.kinds(learners), self._exact_link_body)
+            return fn(arch, enc, heads, batches, lr, v_enc, v_heads)
+        if link != "finite_difference":
             raise ValueError(f"unknown link {link!r}; allowed: {list(LINKS)}")
-        fn = self._function("adjoint_" + link, (link, learners), self._adjoint_body)
-        v_enc, v_heads = v
-        return fn(arch, enc, tuple(heads), tuple(batches), lr, v_enc, tuple(v_heads))
+        n = len(learners)
+        plus, minus, eps = self._function("perturb", n, self._perturb_body)(
+            enc, heads, v_enc, v_heads
+        )
+        g_plus = self.gradient(learners, arch, *plus, batches)[:3]
+        g_minus = self.gradient(learners, arch, *minus, batches)[:3]
+        fn = self._function("fd_link", n, self._fd_link_body)
+        return fn(g_plus, g_minus, eps, v_enc, v_heads, lr)
 
     def unrolled(self, schedule, arch, enc, heads, train_batches, val_batches, lr):
         """dL^val/dA through the whole chain as one graph: (per-replica ∂A, host stats).

@@ -21,6 +21,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# float64: the finite-difference links divide by 2ε, which would turn float32
+# summation-order noise between 1 and 2 replicas into differences near the tolerance.
+keras.config.set_floatx("float64")
+keras.config.set_dtype_policy("float64")
+
 from il_tf.learning.engine import OptimizerSettings, SearchEngine  # noqa: E402
 from il_tf.learning.objective import SearchModel  # noqa: E402
 from il_tf.learning.schedule import make_schedule  # noqa: E402
@@ -37,7 +42,7 @@ def build() -> SearchModel:
     encoder = DartsSupernet(channels=4, num_cells=2, ops=OPS)
     arch = Architecture(encoder.arch_shapes(), seed=1)
     heads = [keras.layers.Dense(n) for n in CLASSES]
-    features = encoder(tf.zeros((2, 8, 8, 3)), arch.tensors())
+    features = encoder(tf.zeros((2, 8, 8, 3), tf.float64), arch.tensors())
     for h in heads:
         h(features)
     return SearchModel(encoder, heads, arch)
@@ -78,7 +83,7 @@ def main(method: str, mode: str) -> None:
 
     def batch(k):
         return (
-            rng.normal(size=(GLOBAL_BATCH, 8, 8, 3)).astype(np.float32),
+            rng.normal(size=(GLOBAL_BATCH, 8, 8, 3)).astype(np.float64),
             rng.integers(0, CLASSES[k], GLOBAL_BATCH).astype(np.int32),
         )
 

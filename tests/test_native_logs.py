@@ -1,0 +1,33 @@
+"""TensorFlow's start-up lines: the harmless ones dropped, every other line kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from il_tf import native_logs
+
+from .conftest import PROJECT_ROOT
+
+
+def test_known_lines_are_harmless_and_others_are_not():
+    assert native_logs.is_harmless(
+        "E0000 00:00:1.2 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error"
+    )
+    assert not native_logs.is_harmless("E0000 00:00:1.2 1 op_kernel.cc:1] OOM when allocating")
+
+
+def test_a_tool_start_prints_no_cuda_error_but_keeps_other_native_lines():
+    code = (
+        "import os\n"
+        "from il_tf import cli\n"
+        "from il_tf.native_logs import harmless_lines_dropped\n"
+        "with harmless_lines_dropped():\n"
+        "    os.write(2, b'failed call to cuInit: nothing wrong\\nreal problem\\n')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "cuInit" not in proc.stderr and "cuda_platform" not in proc.stderr
+    assert "real problem" in proc.stderr
