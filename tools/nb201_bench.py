@@ -21,7 +21,6 @@ import gc
 import json
 import os
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,25 +45,40 @@ flags.DEFINE_integer("cells_per_stage", 1, "search cells per stage (the benchmar
 flags.DEFINE_integer("batch_size", 32, "batch size per learner")
 flags.DEFINE_float("val_fraction", 0.5, "train split fraction held out as validation")
 flags.DEFINE_float("arch_lr", 3e-3, "architecture Adam learning rate")
+flags.DEFINE_string(
+    "partition",
+    "0,1,2,3,4/5,6,7,8,9",
+    "the IL learners' classes: class indices (0 airplane ... 9 truck) per learner, "
+    "learners separated by '/' (K = number of groups); DARTS variants use all 10 classes",
+)
+flags.DEFINE_bool("figures", True, "write one figure per variant and a summary figure")
 
 CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 
-# name -> (learner split, method, schedule, rounds)
+# name -> (learner split, method, schedule, rounds). "partition" = the --partition
+# learners. To add a variant (e.g. a new hypergradient method), add a line here; methods
+# the installed il_tf does not know are reported by name when selected.
 VARIANTS = {
     "darts_1st": ("single", "first_order", "interleaved", 1),
+    # DARTS second order (one step: the chain is one link).
     "darts_2nd": ("single", "chain_finite_difference", "interleaved", 1),
-    "il_first_order": ("halves", "first_order", "interleaved", 2),
-    # The recorded table's il_finite_difference (the published IL algorithm).
-    "il_per_learner_fd": ("halves", "per_learner_finite_difference", "interleaved", 2),
-    "il_chain_fd": ("halves", "chain_finite_difference", "interleaved", 2),
-    "il_chain_exact": ("halves", "chain_exact", "interleaved", 2),
-    "il_unrolled": ("halves", "unrolled", "interleaved", 2),
-    "blocked_chain_fd": ("halves", "chain_finite_difference", "blocked", 2),
-    "joint_chain_fd": ("halves", "chain_finite_difference", "joint", 2),
+    # DARTS (its one-step hypergradient) with as many weight steps per architecture
+    # step as IL with K=2, R=2.
+    "darts_2nd_r4": ("single", "per_learner_finite_difference", "interleaved", 4),
+    "il_first_order": ("partition", "first_order", "interleaved", 2),
+    # The published IL algorithm: one step per learner, other stages held constant.
+    "il_finite_difference": ("partition", "per_learner_finite_difference", "interleaved", 2),
+    "il_unrolled": ("partition", "unrolled", "interleaved", 2),
+    "il_chain_finite_difference": ("partition", "chain_finite_difference", "interleaved", 2),
+    "il_chain_exact": ("partition", "chain_exact", "interleaved", 2),
+    "blocked_chain_finite_difference": ("partition", "chain_finite_difference", "blocked", 2),
+    "joint_chain_finite_difference": ("partition", "chain_finite_difference", "joint", 2),
 }
+BASELINES = ("darts_1st", "darts_2nd")
 FIELDS = ("cifar10_test", "cifar100_test", "imagenet16_test")
+DERIVATIONS = ("argmax", "exclude_none")
 
 
 def learners(split: str):
@@ -77,9 +91,16 @@ def learners(split: str):
     )
     if split == "single":
         return (Learner("cifar10", source, **common),)
-    return (
-        Learner("classes_0_4", source, classes=list(CLASSES[:5]), **common),
-        Learner("classes_5_9", source, classes=list(CLASSES[5:]), **common),
+    from il_tf.nb201_study import parse_partition
+
+    return tuple(
+        Learner(
+            "classes_" + "_".join(map(str, group)),
+            source,
+            classes=[CLASSES[c] for c in group],
+            **common,
+        )
+        for group in parse_partition(FLAGS.partition, len(CLASSES))
     )
 
 
@@ -110,27 +131,72 @@ def run_one(variant: str, seed: int, workdir: Path) -> dict:
     return {
         "variant": variant,
         "seed": seed,
-        "arch": meta["nb201"]["arch"],
-        **{f: meta["nb201"][f] for f in FIELDS},
+        **score(meta["alpha"]["cell"]),
         "seconds": round(time.time() - started, 1),
         "workdir": str(workdir),
-        "settings": dataclasses.asdict(config.optimizers) | {"method": method},
+        "settings": dataclasses.asdict(config.optimizers)
+        | {"method": method, "partition": FLAGS.partition if split == "partition" else None},
     }
 
 
+@functools.cache
+def _table():
+    from il_tf.nb201_lookup import NB201Table
+
+    return NB201Table.load(FLAGS.table)
+
+
+def score(alpha) -> dict:
+    """Look-ups of the cell derived from the final α by each derivation rule."""
+    from il_tf.nb201_study import cell_flags
+    from il_tf.spaces.nb201_genotype import derive_nb201_genotype
+
+    out = {}
+    for rule in DERIVATIONS:
+        genotype = derive_nb201_genotype(alpha, rule)
+        found = _table().lookup(genotype).to_dict()
+        prefix = "" if rule == "argmax" else f"{rule}/"
+        out[prefix + "arch"] = genotype.to_arch_string()
+        out.update({prefix + f: found[f] for f in FIELDS})
+        out.update({prefix + k: v for k, v in cell_flags(genotype).items()})
+    return out
+
+
 def summarize(rows: list[dict]) -> list[dict]:
+    from il_tf.nb201_study import mean_std_ci, welch_test
+
     out = []
     for variant in VARIANTS:
         mine = [r for r in rows if r["variant"] == variant]
         if not mine:
             continue
-        entry = {"variant": variant, "runs": len(mine)}
-        for f in FIELDS:
-            values = [r[f] for r in mine]
-            entry[f] = (statistics.mean(values), statistics.pstdev(values))
-        entry["archs"] = [r["arch"] for r in mine]
-        out.append(entry)
+        for rule in DERIVATIONS:
+            prefix = "" if rule == "argmax" else f"{rule}/"
+            entry = {"variant": variant, "derivation": rule, "runs": len(mine)}
+            for f in FIELDS:
+                values = [r[prefix + f] for r in mine]
+                entry[f] = mean_std_ci(values)
+                for base in BASELINES:
+                    theirs = [r[prefix + f] for r in rows if r["variant"] == base]
+                    if variant != base:
+                        entry[f"welch_vs_{base}/{f}"] = welch_test(values, theirs)
+            for flag in ("parameter_free", "skip_dominated", "disconnected"):
+                entry[flag] = sum(bool(r[prefix + flag]) for r in mine)
+            entry["seconds"] = sum(r["seconds"] for r in mine)
+            entry["archs"] = [r[prefix + "arch"] for r in mine]
+            out.append(entry)
     return out
+
+
+def _fmt(stat: dict) -> str:
+    if stat["std"] is None:
+        return f"{stat['mean']:.2f}"
+    lo, hi = stat["ci95"]
+    return f"{stat['mean']:.2f} ± {stat['std']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _p(test: dict | None) -> str:
+    return "–" if test is None else f"{test['p']:.3g}"
 
 
 def table_markdown(summary: list[dict], command: str) -> str:
@@ -139,29 +205,98 @@ def table_markdown(summary: list[dict], command: str) -> str:
     lines = [
         f"Command: `{command}`",
         "",
-        "| method | runs | CIFAR-10 test | CIFAR-100 test | ImageNet16-120 test |",
-        "|---|---|---|---|---|",
+        "Mean ± sample std [95 % t interval] over seeds; p: Welch's two-sided t-test of the",
+        "CIFAR-10 test accuracy against each DARTS baseline (same derivation rule).",
+        "",
+        "| variant | derivation | runs | CIFAR-10 test | CIFAR-100 test | ImageNet16-120 test "
+        "| p vs darts_1st | p vs darts_2nd | param-free / skip-dom. / disconn. | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:
-        cells = " | ".join(f"{e[f][0]:.2f} ± {e[f][1]:.2f}" for f in FIELDS)
-        lines.append(f"| {e['variant']} (this run) | {e['runs']} | {cells} |")
+        cells = " | ".join(_fmt(e[f]) for f in FIELDS)
+        ps = " | ".join(_p(e.get(f"welch_vs_{b}/cifar10_test")) for b in BASELINES)
+        flags_ = f"{e['parameter_free']} / {e['skip_dominated']} / {e['disconnected']}"
+        lines.append(
+            f"| {e['variant']} | {e['derivation']} | {e['runs']} | {cells} | {ps} | {flags_} "
+            f"| {e['seconds']:.0f} |"
+        )
     for name in ("DARTS-V2", "GDAS", "DrNAS", "optimal"):
         row = PUBLISHED_NB201[name]
         cells = " | ".join(row.format(f) for f in FIELDS)
-        lines.append(f"| {name} (published) | | {cells} |")
+        lines.append(f"| {name} (published) | | | {cells} | | | | |")
     lines += ["", "Cells found (one per seed):", ""]
     for e in summary:
-        lines.append(f"- {e['variant']}: " + ", ".join(f"`{a}`" for a in e["archs"]))
+        archs = ", ".join(f"`{a}`" for a in e["archs"])
+        lines.append(f"- {e['variant']} ({e['derivation']}): {archs}")
     return "\n".join(lines) + "\n"
+
+
+def write_figures(rows: list[dict], workdir: Path) -> None:
+    """One figure per variant (looked-up CIFAR-10 test per epoch, all seeds) and a summary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from il_tf.learning.plots import read_history
+    from il_tf.nb201_lookup import PUBLISHED_NB201
+
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    for v in variants:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for r in (r for r in rows if r["variant"] == v):
+            hist = read_history(r["workdir"])
+            ax.plot([h["epoch"] for h in hist], [h["nb201"]["cifar10_test"] for h in hist],
+                    marker="o", label=f"seed {r['seed']}")  # fmt: skip
+        ax.set(title=f"{v}: derived cell per epoch", xlabel="epoch",
+               ylabel="CIFAR-10 test (look-up, %)")  # fmt: skip
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(workdir / f"{v}.png", dpi=80)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(variants)), 3.5))
+    for i, v in enumerate(variants):
+        for j, rule in enumerate(DERIVATIONS):
+            key = "cifar10_test" if rule == "argmax" else f"{rule}/cifar10_test"
+            ys = [r[key] for r in rows if r["variant"] == v]
+            ax.scatter([i + 0.15 * (2 * j - 1)] * len(ys), ys, marker="ox"[j],
+                       label=rule if i == 0 else None)  # fmt: skip
+    for name in ("DARTS-V2", "DrNAS", "optimal"):
+        value = PUBLISHED_NB201[name].value("cifar10_test")[0]
+        ax.axhline(value, ls="--", lw=0.8, color="grey")
+        ax.text(len(variants) - 0.5, value, name, fontsize=7, va="bottom", ha="right")
+    ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="CIFAR-10 test (look-up, %)", title="found cells per variant")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(workdir / "summary.png", dpi=80)
+    plt.close(fig)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    variants = list(VARIANTS) if FLAGS.variants == ["all"] else FLAGS.variants
+    from il_tf.learning.hypergradients import METHODS
+
+    if FLAGS.variants == ["all"]:  # every variant whose method this il_tf has
+        variants = [v for v, spec in VARIANTS.items() if spec[1] in METHODS]
+    else:
+        variants = FLAGS.variants
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise app.UsageError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    from il_tf.nb201_study import PartitionError, parse_partition
+
+    missing = [v for v in variants if VARIANTS[v][1] not in METHODS]
+    if missing:
+        raise app.UsageError(
+            f"variants {missing} use hypergradient methods this il_tf lacks "
+            f"({sorted({VARIANTS[v][1] for v in missing})}); known methods: {sorted(METHODS)}"
+        )
+    try:
+        parse_partition(FLAGS.partition, len(CLASSES))
+    except PartitionError as e:
+        raise app.UsageError(str(e)) from e
     for path, what in ((FLAGS.data_root, "--data_root"), (FLAGS.table, "--table")):
         if not Path(path).exists():
             raise app.UsageError(f"{what} {path!r} does not exist")
@@ -170,12 +305,24 @@ def main(argv):
     workdir = Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     command = shlex.join([sys.executable, *sys.argv])
+    # One line per finished run: a rerun of the same command skips them (resume).
+    done_file = workdir / "runs.jsonl"
+    done = {}
+    if done_file.exists():
+        for line in done_file.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["variant"], r["seed"])] = r
     rows = []
     started = time.time()
     for seed in [int(s) for s in FLAGS.seeds]:
         for variant in variants:
+            if (variant, seed) in done:
+                rows.append(done[(variant, seed)])
+                continue
             row = run_one(variant, seed, workdir / variant / f"seed_{seed}")
             rows.append(row)
+            with open(done_file, "a") as f:
+                f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
             keras.backend.clear_session()
             gc.collect()
@@ -193,6 +340,8 @@ def main(argv):
     )
     text = table_markdown(summary, command)
     (workdir / "table.md").write_text(text)
+    if FLAGS.figures:
+        write_figures(rows, workdir)
     print(text)
 
 

@@ -23,7 +23,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from il_tf.learning import hypergradients, objective
+from il_tf.learning import arch_regularizers, hypergradients, objective
 from il_tf.learning.objective import ChainSettings, LossStats, SearchModel
 from il_tf.learning.schedule import Schedule
 from il_tf.learning.steps import StepFunctions
@@ -144,6 +144,7 @@ class SearchEngine:
             clip_norm=optimizers.clip_norm,
         )
         self.optimizers = optimizers
+        self.total_weight_steps = max(1, total_weight_steps)
         with strategy.scope():
             self.model = build_model()
             lr = keras.optimizers.schedules.CosineDecay(
@@ -189,15 +190,15 @@ class SearchEngine:
             lr=tf.convert_to_tensor(self.weight_optimizer.learning_rate),
         )
 
-    def _apply_arch_fn(self, grads):
+    def _apply_arch_fn(self, grads, regularizer):
         model, decay = self.model, self.optimizers.arch_weight_decay
 
-        def replica_fn(grads):
+        def replica_fn(grads, regularizer):
             arch = model.arch_tensors()
-            grads = [g + decay * a for g, a in zip(grads, arch, strict=True)]
+            grads = [g + r + decay * a for g, r, a in zip(grads, regularizer, arch, strict=True)]
             return grads, _all_finite(grads)
 
-        grads, ok = self.strategy.run(replica_fn, args=(grads,))
+        grads, ok = self.strategy.run(replica_fn, args=(grads, regularizer))
         ok = self.strategy.experimental_local_results(ok)[0]
 
         def apply():
@@ -209,7 +210,10 @@ class SearchEngine:
     def arch_step(self, train_batches, val_batches) -> tuple[list[LossStats], bool]:
         """One architecture update; returns the validation stats and whether it applied."""
         result = self.method(self.steps, self.chain_inputs(train_batches, val_batches))
-        return result.val_stats, bool(self._apply_arch(result.grad))
+        # β-decay (off unless BetaDecaySettings.weight is bound), at the search's progress.
+        progress = int(self.weight_optimizer.iterations) / self.total_weight_steps
+        regularizer = arch_regularizers.beta_decay_gradients(self.model.arch_tensors(), progress)
+        return result.val_stats, bool(self._apply_arch(result.grad, regularizer))
 
     # -- weight steps ------------------------------------------------------------
 

@@ -24,10 +24,11 @@ from absl import logging
 
 from il_tf import distribute
 from il_tf.data.learners import Learner, LearnerData, build_learner_data, check_unique_names
+from il_tf.learning import plots
 from il_tf.learning.engine import NonFiniteLossError, OptimizerSettings, SearchEngine
 from il_tf.learning.hypergradients import get_method
 from il_tf.learning.objective import SearchModel
-from il_tf.learning.reporting import RunningStats, append_jsonl, write_arch_summaries
+from il_tf.learning.reporting import RunningStats, append_jsonl, softmax, write_arch_summaries
 from il_tf.learning.schedule import SCHEDULES, Schedule, make_schedule
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.architecture import Architecture
@@ -595,6 +596,7 @@ class _Run:
             "learners": [d.name for d in self.datas],
             "seed": self.config.seed,
             "alpha": {name: a.tolist() for name, a in arch.items()},
+            "alpha_softmax": {name: softmax(a).tolist() for name, a in arch.items() if a.ndim == 2},
             "metrics": record["learners"],
         }
         if lookup is not None:
@@ -604,6 +606,8 @@ class _Run:
         history = self.workdir / "genotypes"
         history.mkdir(exist_ok=True)
         genotypes_lib.save_genotype(history / f"epoch_{epoch + 1:03d}.json", genotype, metadata)
+        # Plot hook: α softmax per edge over the epochs (and look-ups), next to genotype.json.
+        plots.write_search_plot(self.workdir, self.model.encoder.op_names)
         if self.config.draw:
             self._draw(genotype)
         return record

@@ -76,8 +76,16 @@ def nb201_supernet(
     cells_per_stage: int = 5,
     ops: Sequence[str] = NB201_OPS,
     activation: str = "relu",
+    derivation: str = "argmax",
 ) -> keras.layers.Layer:
-    """The NAS-Bench-201 search supernet (docs/design.md §5); defaults are the benchmark's skeleton."""
+    """The NAS-Bench-201 search supernet (docs/design.md §5); defaults are the benchmark's skeleton.
+
+    ``derivation``: ``argmax`` (``none`` a candidate) or ``exclude_none``.
+    """
     return NB201Supernet(
-        channels=channels, cells_per_stage=cells_per_stage, ops=tuple(ops), activation=activation
+        channels=channels,
+        cells_per_stage=cells_per_stage,
+        ops=tuple(ops),
+        activation=activation,
+        derivation=derivation,
     )

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 __all__ = [
+    "NB201_DERIVATIONS",
     "NB201_EDGES",
     "NB201_GENOTYPE_FORMAT",
     "NB201_NUM_EDGES",
@@ -217,7 +218,12 @@ class NB201Genotype:
         return self.to_arch_string()
 
 
-def derive_nb201_genotype(alpha: Any) -> NB201Genotype:
+#: Derivation rules: ``argmax`` (the benchmark's, ``none`` a candidate) or
+#: ``exclude_none`` (as the DARTS paper derives its cells: never ``none``).
+NB201_DERIVATIONS = ("argmax", "exclude_none")
+
+
+def derive_nb201_genotype(alpha: Any, derivation: str = "argmax") -> NB201Genotype:
     """The discrete cell of architecture logits ``alpha`` of shape (6, 5).
 
     Rows are the edges in :data:`NB201_EDGES` order, columns the ops in
@@ -229,9 +235,17 @@ def derive_nb201_genotype(alpha: Any) -> NB201Genotype:
     Ties go to the earlier op in :data:`NB201_OPS` (so all-equal logits, e.g.
     a zero initialisation, give all ``none``).
 
+    ``derivation="exclude_none"`` keeps each edge's strongest op other than
+    ``none`` instead, so the cell is never disconnected (the DARTS paper's rule).
+
     ``alpha`` may be anything ``np.asarray`` accepts (a numpy array, nested
     lists, an eager TensorFlow tensor or a Keras variable).
     """
+    if derivation not in NB201_DERIVATIONS:
+        raise NB201GenotypeError(
+            f"unknown derivation {derivation!r}; allowed: {list(NB201_DERIVATIONS)} "
+            "(in gin: nb201_supernet.derivation = 'exclude_none')"
+        )
     try:
         a = np.asarray(alpha, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -245,6 +259,9 @@ def derive_nb201_genotype(alpha: Any) -> NB201Genotype:
     if not np.all(np.isfinite(a)):
         bad = sorted({int(e) for e in np.argwhere(~np.isfinite(a))[:, 0]})
         raise NB201GenotypeError(f"alpha has non-finite values (NaN or inf) on edge(s) {bad}")
+    if derivation == "exclude_none":
+        a = a.copy()
+        a[:, NB201_OPS.index("none")] = -np.inf
     return NB201Genotype(tuple(NB201_OPS[int(i)] for i in np.argmax(a, axis=1)))
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from il_tf.spaces.nb201_genotype import (
+    NB201_DERIVATIONS,
     NB201_EDGES,
     NB201_NUM_EDGES,
     NB201_OPS,
@@ -241,6 +242,8 @@ class NB201Supernet(keras.layers.Layer):
     network is ``channels=16, cells_per_stage=5`` on 32×32 images; smaller
     settings (e.g. ``channels=8, cells_per_stage=1`` on 16×16) fit a CPU.
     ``stem_channels`` (default ``channels``) sets the stem's output channels.
+    ``derivation`` is the rule of :meth:`derive`: ``argmax`` (the benchmark's,
+    ``none`` a candidate) or ``exclude_none`` (never ``none``, as in DARTS).
     """
 
     space = NB201_SPACE
@@ -252,9 +255,16 @@ class NB201Supernet(keras.layers.Layer):
         ops: Sequence[str] = NB201_OPS,
         activation: str = "relu",
         stem_channels: int | None = None,
+        derivation: str = "argmax",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if derivation not in NB201_DERIVATIONS:
+            raise ValueError(
+                f"nb201_supernet.derivation must be one of {list(NB201_DERIVATIONS)}, got "
+                f"{derivation!r} (in gin: nb201_supernet.derivation = 'exclude_none')"
+            )
+        self.derivation = derivation
         if channels < 1:
             raise ValueError(f"channels must be positive, got {channels}")
         if cells_per_stage < 1:
@@ -312,11 +322,12 @@ class NB201Supernet(keras.layers.Layer):
 
         As in the benchmark's own DARTS/GDAS code (and
         :func:`~il_tf.spaces.nb201_genotype.derive_nb201_genotype`), ``none`` is a
-        candidate; ties go to the op listed first in ``ops``.
+        candidate unless ``derivation="exclude_none"``; ties go to the op listed first
+        in ``ops``.
         """
         alpha = np.asarray(arch["cell"], dtype=np.float64)
         if self.op_names == NB201_OPS:
-            return derive_nb201_genotype(alpha)
+            return derive_nb201_genotype(alpha, self.derivation)
         shape = (NB201_NUM_EDGES, len(self.op_names))
         if alpha.shape != shape:
             raise NB201GenotypeError(
@@ -325,6 +336,9 @@ class NB201Supernet(keras.layers.Layer):
             )
         if not np.all(np.isfinite(alpha)):
             raise NB201GenotypeError("alpha has non-finite values (NaN or inf)")
+        if self.derivation == "exclude_none" and "none" in self.op_names:
+            alpha = alpha.copy()
+            alpha[:, self.op_names.index("none")] = -np.inf
         return NB201Genotype(tuple(self.op_names[int(i)] for i in np.argmax(alpha, axis=1)))
 
     def get_config(self):
@@ -335,4 +349,5 @@ class NB201Supernet(keras.layers.Layer):
             "ops": list(self.op_names),
             "activation": self.activation_name,
             "stem_channels": self.stem_channels,
+            "derivation": self.derivation,
         }

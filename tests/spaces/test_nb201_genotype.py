@@ -197,3 +197,15 @@ def test_module_does_not_import_tensorflow():
         elif isinstance(node, ast.ImportFrom) and node.module:
             roots.add(node.module.split(".")[0])
     assert not roots & {"tensorflow", "keras"}, roots
+
+
+def test_exclude_none_derivation_never_picks_none():
+    from il_tf.spaces.nb201_genotype import NB201GenotypeError, derive_nb201_genotype
+
+    alpha = np.zeros((6, 5))
+    alpha[:, 0] = 5.0  # none leads on every edge
+    alpha[:, 3] = 1.0  # then nor_conv_3x3
+    assert set(derive_nb201_genotype(alpha).ops) == {"none"}
+    assert set(derive_nb201_genotype(alpha, "exclude_none").ops) == {"nor_conv_3x3"}
+    with pytest.raises(NB201GenotypeError, match="unknown derivation 'max'"):
+        derive_nb201_genotype(alpha, "max")

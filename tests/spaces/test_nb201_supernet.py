@@ -397,3 +397,19 @@ def test_double_gradient_float32_graph_matches_float64(float64_unrolled):
     for i, (g, r) in enumerate(zip(graph, reference, strict=True)):
         assert g.dtype == tf.float32
         assert _rel_err(g, r) < 2e-4, f"tensor {i}: {_rel_err(g, r):.3g}"  # measured 1.3e-5
+
+
+def test_supernet_derivation_setting():
+    from il_tf.spaces.factories import nb201_supernet
+
+    alpha = np.zeros((6, 5))
+    alpha[:, 0] = 5.0
+    alpha[:, 2] = 1.0
+    assert set(nb201_supernet(channels=4, cells_per_stage=1).derive({"cell": alpha}).ops) == {
+        "none"
+    }
+    net = nb201_supernet(channels=4, cells_per_stage=1, derivation="exclude_none")
+    assert set(net.derive({"cell": alpha}).ops) == {"nor_conv_1x1"}
+    assert net.get_config()["derivation"] == "exclude_none"
+    with pytest.raises(ValueError, match="nb201_supernet.derivation must be one of"):
+        nb201_supernet(derivation="greedy")

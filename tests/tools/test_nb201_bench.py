@@ -23,13 +23,38 @@ def test_nb201_bench_tiny(tmp_path, cifar10_folder, nb201_table_path):
         "--channels=4",
         "--batch_size=8",
         "--val_fraction=0.98",
+        "--partition=0,1,2/3,4,5/6,7",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["command"].endswith("--val_fraction=0.98")
+    assert results["command"].endswith("--partition=0,1,2/3,4,5/6,7")
     (run,) = results["runs"]
     assert run["variant"] == "il_first_order" and 0 < run["cifar10_test"] <= 100
     table = (tmp_path / "table.md").read_text()
-    assert "il_first_order (this run)" in table and "DrNAS (published)" in table
-    assert (tmp_path / "il_first_order" / "seed_0" / "genotype.json").is_file()
+    assert "| il_first_order | argmax | 1 |" in table and "DrNAS (published)" in table
+    assert "| il_first_order | exclude_none | 1 |" in table
+    assert "none" not in run["exclude_none/arch"]
+    assert run["settings"]["partition"] == "0,1,2/3,4,5/6,7"
+    run_dir = tmp_path / "il_first_order" / "seed_0"
+    assert (run_dir / "genotype.json").is_file()
+    assert len(json.loads((run_dir / "run.json").read_text())["fingerprint"]["learners"]) == 3
+    for png in (run_dir / "alpha.png", tmp_path / "il_first_order.png", tmp_path / "summary.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    # A rerun resumes from runs.jsonl: the finished run is not repeated.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1
+    assert "epoch 1/1" not in again.stdout
+
+
+def test_nb201_bench_rejects_a_bad_partition(tmp_path):
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "tools" / "nb201_bench.py"),
+        f"--workdir={tmp_path}",
+        "--partition=0,1/1,2",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert proc.returncode != 0
+    assert "classes [1] are in more than one learner" in proc.stderr
