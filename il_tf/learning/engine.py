@@ -211,7 +211,7 @@ class SearchEngine:
         """One architecture update; returns the validation stats and whether it applied."""
         result = self.method(self.steps, self.chain_inputs(train_batches, val_batches))
         # β-decay (off unless BetaDecaySettings.weight is bound), at the search's progress.
-        progress = int(self.weight_optimizer.iterations) / self.total_weight_steps
+        progress = int(self.weight_optimizer.iterations.numpy()) / self.total_weight_steps
         regularizer = arch_regularizers.beta_decay_gradients(self.model.arch_tensors(), progress)
         return result.val_stats, bool(self._apply_arch(result.grad, regularizer))
 
