@@ -69,9 +69,11 @@ flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process
 
 def run_case(case: dict) -> dict:
     """Builds the engine for one case, times its steps, returns the measurements."""
+    from il_tf.native_logs import import_tensorflow
+
+    tf = import_tensorflow()
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from il_tf.learning.engine import OptimizerSettings, SearchEngine
     from il_tf.learning.objective import SearchModel
