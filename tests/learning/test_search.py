@@ -269,8 +269,8 @@ def test_quickstart_as_in_the_readme(tmp_path):
 @pytest.mark.parametrize(
     "method, mode",
     [
-        ("chain_exact", "eager"),
         ("chain_finite_difference", "eager"),
+        pytest.param("chain_exact", "eager", marks=pytest.mark.slow),
         pytest.param("per_learner_finite_difference", "eager", marks=pytest.mark.slow),
         pytest.param("unrolled", "eager", marks=pytest.mark.slow),
         pytest.param("chain_finite_difference", "graph", marks=pytest.mark.slow),
