@@ -221,12 +221,11 @@ class SearchEngine:
         enc = [v.value for v in self.model.encoder.trainable_variables]
         self.anchor.assign(self.steps.encoder_layout.pack(enc))
 
-    def _prepare_fn(self, g_enc, g_heads, heads):
+    def _prepare_fn(self, g_enc, g_heads, enc, heads):
         """The update direction of a weight step: proximity, global-norm clip, weight decay."""
-        chain, steps = self.chain, self.steps
+        chain = self.chain
 
-        def replica_fn(g_enc, g_heads, heads):
-            enc = steps.read_local()[1]
+        def replica_fn(g_enc, g_heads, enc, heads):
             weights = [enc, *heads]
             grads = [g_enc, *g_heads]
             if chain.proximity:
@@ -235,7 +234,7 @@ class SearchEngine:
             grads = [g + chain.weight_decay * w for g, w in zip(grads, weights, strict=True)]
             return grads[0], tuple(grads[1:]), _all_finite(grads)
 
-        g_enc, g_heads, ok = self.strategy.run(replica_fn, args=(g_enc, g_heads, heads))
+        g_enc, g_heads, ok = self.strategy.run(replica_fn, args=(g_enc, g_heads, enc, heads))
         return g_enc, g_heads, self.strategy.experimental_local_results(ok)[0]
 
     def _apply_fn(self, index: int | None, grad, count: bool):
@@ -259,7 +258,7 @@ class SearchEngine:
         _, g_enc, g_heads, stats = self.steps.gradient(learners, arch, enc, stage_heads, batches)
         if not all(bool(tf.math.is_finite(s.loss_sum)) for s in stats):
             return stats, False
-        g_enc, g_heads, ok = self._prepare(g_enc, g_heads, stage_heads)
+        g_enc, g_heads, ok = self._prepare(g_enc, g_heads, enc, stage_heads)
         if not bool(ok):
             return stats, False
         # Heads first: the encoder's update counts the step (the learning rate

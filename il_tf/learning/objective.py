@@ -45,12 +45,6 @@ FD_RADIUS = 0.01
 ZERO = tf.UnconnectedGradients.ZERO
 
 
-def num_replicas() -> int:
-    """Replicas in sync in the current context (1 outside a strategy)."""
-    ctx = tf.distribute.get_replica_context()
-    return ctx.num_replicas_in_sync if ctx is not None else 1
-
-
 def cross_replica_sum(values):
     """Sums a structure of tensors over replicas (identity on one replica).
 
@@ -134,19 +128,6 @@ class ChainSettings:
     proximity: float = 0.0
     weight_decay: float = 3e-4
     clip_norm: float = 5.0
-
-
-def regularizer_gradient(
-    weights: Tensors, anchor: Tensors | None, settings: ChainSettings
-) -> Tensors:
-    """Gradient of λ‖W − W_anchor‖² (when an anchor is given) + (wd/2)‖W‖²."""
-    grads = []
-    for i, w in enumerate(weights):
-        g = settings.weight_decay * w
-        if anchor is not None and settings.proximity:
-            g += 2.0 * settings.proximity * (w - anchor[i])
-        grads.append(g)
-    return grads
 
 
 def stage_loss(

@@ -49,6 +49,14 @@ class WeightLayout:
         return [tf.reshape(p, s) for p, s in zip(parts, self.shapes, strict=True)]
 
 
+def _add_body(_key, *values):
+    return tf.nest.map_structure(lambda *t: tf.add_n(list(t)), *values)
+
+
+def _zeros_body(_key, value):
+    return tf.nest.map_structure(tf.zeros_like, value)
+
+
 def _head_signature(head) -> str:
     config = dict(head.get_config())
     config.pop("name", None)
@@ -290,17 +298,11 @@ class StepFunctions:
 
     def add(self, *values):
         """The elementwise sum of equally structured (per-replica) values."""
-
-        def body(_key, *xs):
-            return tf.nest.map_structure(lambda *t: tf.add_n(list(t)), *xs)
-
-        return self._function("add", len(values), body)(*values)
+        return self._function("add", len(values), _add_body)(*values)
 
     def zeros_like(self, value):
         """Zeros shaped like a (per-replica) value."""
-        return self._function(
-            "zeros_like", None, lambda _k, x: tf.nest.map_structure(tf.zeros_like, x)
-        )(value)
+        return self._function("zeros_like", None, _zeros_body)(value)
 
     def local(self, value):
         """The first replica's copy of a per-replica value."""
