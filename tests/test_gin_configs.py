@@ -9,7 +9,7 @@ import pytest
 
 from il_tf import cli
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, SHARED_DATA
 
 CONFIGS = sorted(
     p
@@ -34,6 +34,10 @@ def test_config_parses(path: Path, clean_gin):
     assert text.lstrip().startswith("#"), "each config begins with a comment giving its command"
     if "SearchConfig." in text:
         from il_tf.learning.search import SearchConfig
+
+        if "../shared/data" in text and not SHARED_DATA.is_dir():
+            # Parsed above; building it opens the offline data its learners name.
+            pytest.skip(f"{path.name} reads the offline data folder {SHARED_DATA}, absent here")
 
         config = SearchConfig()
         assert config.learners
