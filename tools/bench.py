@@ -20,6 +20,7 @@ the channels through the mixed ops) in the same run, each against its own forwar
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -72,13 +73,11 @@ def run_case(case: dict) -> dict:
     from il_tf.native_logs import import_tensorflow
 
     tf = import_tensorflow()
-    import keras
     import numpy as np
 
     from il_tf.learning.engine import OptimizerSettings, SearchEngine
-    from il_tf.learning.objective import SearchModel
     from il_tf.learning.schedule import make_schedule
-    from il_tf.spaces.architecture import Architecture
+    from il_tf.learning.search_model import build_search_model
     from il_tf.spaces.factories import darts_supernet
 
     if not case.get("graph_optimizer", True):
@@ -91,15 +90,12 @@ def run_case(case: dict) -> dict:
     if case.get("partial_channels"):
         supernet_kwargs["partial_channels"] = int(case["partial_channels"])
 
-    def build() -> SearchModel:
-        keras.utils.set_random_seed(0)
-        encoder = darts_supernet(**supernet_kwargs)
-        arch = Architecture(encoder.arch_shapes(), seed=0)
-        heads = [keras.layers.Dense(NUM_CLASSES) for _ in range(k)]
-        features = encoder(tf.zeros((2, size, size, 3)), arch.tensors())
-        for h in heads:
-            h(features)
-        return SearchModel(encoder, heads, arch)
+    build = functools.partial(
+        build_search_model,
+        functools.partial(darts_supernet, **supernet_kwargs),
+        [NUM_CLASSES] * k,
+        (size, size, 3),
+    )
 
     strategy = tf.distribute.get_strategy()
     schedule = make_schedule(k, rounds, "interleaved")

@@ -24,9 +24,12 @@ import keras
 import tensorflow as tf
 
 from il_tf.learning import arch_regularizers, hypergradients, objective
-from il_tf.learning.objective import ChainSettings, LossStats, SearchModel
+from il_tf.learning.objective import ChainSettings, LossStats
+from il_tf.learning.reporting import RunningStats
 from il_tf.learning.schedule import Schedule
+from il_tf.learning.search_model import SearchModel
 from il_tf.learning.steps import StepFunctions
+from il_tf.validation import check_number
 
 
 @gin.configurable
@@ -45,14 +48,14 @@ class OptimizerSettings:
     arch_weight_decay: float = 1e-3
 
     def __post_init__(self):
+        owner = "OptimizerSettings"
         for name in ("weight_lr", "arch_lr"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            check_number(owner, name, getattr(self, name), minimum=0, above_minimum=True)
         for name in ("weight_lr_min", "weight_decay", "clip_norm", "arch_weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+            check_number(owner, name, getattr(self, name), minimum=0)
+        check_number(owner, "momentum", self.momentum, minimum=0, maximum=1, below_maximum=True)
+        for name in ("arch_beta1", "arch_beta2"):
+            check_number(owner, name, getattr(self, name), minimum=0, maximum=1, below_maximum=True)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,6 +80,29 @@ class NonFiniteLossError(RuntimeError):
         self.stage = stage
         self.step = step
         self.learners = learners
+
+    def describe(self, learner_names: Sequence[str]) -> str:
+        """What went wrong and where, with the learners named."""
+        names = ", ".join(repr(learner_names[k]) for k in self.learners)
+        if self.phase == "architecture":
+            return str(self)
+        return (
+            f"non-finite training loss or gradient in stage {self.stage}, step {self.step}, "
+            f"learner {names}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationResult:
+    """Per-learner statistics of one search iteration.
+
+    ``val[k]``: learner k's validation statistics from the architecture step (None
+    when the iteration took no architecture step); ``train[k]``: the statistics of
+    each of learner k's weight steps, in order.
+    """
+
+    val: list[LossStats | None]
+    train: list[list[LossStats]]
 
 
 def apply_updates(
@@ -281,9 +307,41 @@ class SearchEngine:
         """Records the encoder as the current stage received it (W_anchor)."""
         self._set_anchor()
 
+    # -- evaluation and checkpoints ------------------------------------------------
+
+    def evaluate(self, learner: int, batches) -> RunningStats:
+        """Learner ``learner``'s loss and accuracy over ``batches`` at the current weights."""
+        arch, enc, heads = self.steps.read()
+        total = RunningStats()
+        for batch in batches:
+            total.add(self.steps.evaluate(learner, arch, enc, heads[learner], batch))
+        return total
+
+    def checkpoint_objects(self, head_names: Sequence[str]) -> dict:
+        """What a checkpoint of the search state holds of the engine, by name.
+
+        Variables are listed explicitly: TF's checkpoint does not follow the layers
+        Keras keeps in Python lists (cells, ops), so saving the layers themselves
+        would silently drop most weights.
+        """
+        model = self.model
+        return {
+            "encoder": [v.value for v in model.encoder.weights],
+            "heads": {
+                name: [v.value for v in h.weights]
+                for name, h in zip(head_names, model.heads, strict=True)
+            },
+            "arch": {
+                name: v.value
+                for name, v in zip(model.arch.names, model.arch.arch_variables, strict=True)
+            },
+            "weight_optimizer": self.weight_optimizer,
+            "arch_optimizer": self.arch_optimizer,
+        }
+
     # -- one iteration -----------------------------------------------------------
 
-    def iteration(self, train_batches, val_batches, update_arch: bool = True) -> dict:
+    def iteration(self, train_batches, val_batches, update_arch: bool = True) -> IterationResult:
         """Architecture step (unless ``update_arch`` is False), then the weight chain.
 
         ``train_batches[s][t]`` is a tuple with one (distributed) batch per learner
@@ -292,7 +350,7 @@ class SearchEngine:
         the offending update) when a loss or gradient is not finite.
         """
         k = self.schedule.num_learners
-        result = {"val": [None] * k, "train": [[] for _ in range(k)]}
+        result = IterationResult(val=[None] * k, train=[[] for _ in range(k)])
         if update_arch:
             stats, applied = self.arch_step(train_batches, val_batches)
             if not applied:
@@ -301,7 +359,7 @@ class SearchEngine:
                     f"(validation losses {[float(s.loss_sum) for s in stats]})",
                     phase="architecture",
                 )
-            result["val"] = stats
+            result.val[:] = stats
         for s, stage in enumerate(self.schedule.stages):
             self.start_stage()
             for t in range(self.schedule.steps_per_stage):
@@ -314,12 +372,12 @@ class SearchEngine:
                     ]
                     raise NonFiniteLossError(
                         f"non-finite training loss or gradient in stage {s}, step {t}, "
-                        f"learner index {bad or list(stage.learners)}",
+                        f"learners {bad or list(stage.learners)}",
                         phase="weights",
                         stage=s,
                         step=t,
                         learners=tuple(bad or stage.learners),
                     )
                 for k_, st in zip(stage.learners, stats, strict=True):
-                    result["train"][k_].append(st)
+                    result.train[k_].append(st)
         return result

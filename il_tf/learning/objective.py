@@ -29,11 +29,10 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-import keras
 import tensorflow as tf
 
 from il_tf.learning.schedule import Schedule
-from il_tf.spaces.architecture import Architecture
+from il_tf.learning.search_model import SearchModel
 
 Tensors = list[tf.Tensor]
 Batch = tuple[tf.Tensor, tf.Tensor]
@@ -64,32 +63,6 @@ class LossStats(NamedTuple):
     loss_sum: tf.Tensor
     correct: tf.Tensor
     count: tf.Tensor
-
-
-@dataclasses.dataclass
-class SearchModel:
-    """The searchable model: a supernet encoder, one head per learner, the architecture."""
-
-    encoder: keras.layers.Layer
-    heads: list[keras.layers.Layer]
-    arch: Architecture
-
-    def encoder_weights(self) -> Tensors:
-        return [tf.identity(v.value) for v in self.encoder.trainable_variables]
-
-    def head_weights(self) -> list[Tensors]:
-        return [[tf.identity(v.value) for v in h.trainable_variables] for h in self.heads]
-
-    def arch_tensors(self) -> Tensors:
-        return [tf.identity(v.value) for v in self.arch.arch_variables]
-
-    def logits(
-        self, arch: Mapping[str, tf.Tensor], enc: Tensors, head: Tensors, learner: int, images
-    ) -> tf.Tensor:
-        """Learner ``learner``'s logits with the given weights (no side effects)."""
-        features, _ = self.encoder.stateless_call(enc, [], images, arch)
-        logits, _ = self.heads[learner].stateless_call(head, [], features)
-        return logits
 
 
 def data_loss(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
-import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.darts_supernet import derive_darts_genotype
 from il_tf.spaces.drawing import DrawingUnavailable, draw_genotype
 from il_tf.spaces.genotypes import DARTS_OPS
+from il_tf.spaces.space import check_space
 
 EdgeOps = tuple[tuple[str, ...], ...]
 
@@ -303,7 +303,7 @@ def run_progressive(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     strategy = strategy or distribute.make_strategy()
-    _check_factory(config.supernet)
+    _check_factory(config, progressive)
     chief = distribute.is_chief()
     remaining = stop_after
     normal: EdgeOps | None = None  # None: the first stage's shared op list
@@ -388,20 +388,24 @@ def run_progressive(
 _STAGE_SETTINGS = ("num_cells", "ops", "reduce_ops", "skip_dropout", "max_skip_normal")
 
 
-def _check_factory(factory) -> None:
-    """Fails early unless the supernet factory takes the per-stage settings."""
+def _check_factory(config: SearchConfig, progressive: ProgressiveConfig) -> None:
+    """Fails early unless the supernet factory builds a DARTS-space stage supernet."""
+    factory = config.supernet
+    name = getattr(factory, "__name__", repr(factory))
+    fix = "a progressive search needs SearchConfig.supernet = @darts_supernet"
     try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return  # not introspectable: let the first stage tell
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    missing = [name for name in _STAGE_SETTINGS if name not in params]
-    if missing:
+        # Built without weights (cheap): the first stage's supernet.
+        probe = stage_config(config, progressive, 0, None, None).supernet()
+    except TypeError as e:
         raise ProgressiveError(
-            f"the supernet factory {getattr(factory, '__name__', factory)!r} does not take "
-            f"{', '.join(missing)}; a progressive search needs SearchConfig.supernet = "
-            "@darts_supernet"
+            f"the supernet factory {name!r} does not take the per-stage settings "
+            f"({', '.join(_STAGE_SETTINGS)}): {e}; {fix}"
+        ) from None
+    space = check_space(probe, "SearchConfig.supernet")
+    if not issubclass(space.genotype_type, genotypes_lib.Genotype):
+        raise ProgressiveError(
+            f"the supernet factory {name!r} searches the {space.space!r} space, whose cells "
+            f"cannot be pruned stage by stage; {fix}"
         )
 
 

@@ -1,4 +1,4 @@
-"""What a search shows its user: metrics lines, TensorBoard summaries, α heat maps."""
+"""What a search shows its user: metrics lines, genotype files, TensorBoard, pictures."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from il_tf.learning import plots
 from il_tf.learning.objective import LossStats
+from il_tf.spaces import genotypes as genotypes_lib
+from il_tf.spaces.drawing import DrawingUnavailable, draw_genotype
 
 # A perceptually ordered colour ramp (dark blue → teal → yellow), for heat maps.
 _RAMP = np.array(
@@ -83,3 +86,59 @@ def append_jsonl(path: Path, record: Mapping) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+class EpochWriter:
+    """Writes a search's per-epoch outputs into its workdir (the chief's job).
+
+    ``metrics.jsonl`` (one record per epoch), ``genotype.json`` and
+    ``genotypes/epoch_NNN.json``, the α plot (``alpha.png``), the cell drawings, and
+    TensorBoard scalars, α heat maps and the genotype text.
+    """
+
+    def __init__(self, workdir: Path, op_names: Sequence[str], draw: bool):
+        self.workdir = workdir
+        self.op_names = tuple(op_names)
+        self.draw = draw
+        self.tensorboard = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+        self._drawing_warned = False
+
+    def write(
+        self,
+        record: Mapping,
+        genotype,
+        arch: Mapping[str, np.ndarray],
+        metadata: Mapping,
+        weight_lr: float,
+    ) -> None:
+        """Writes epoch ``record["epoch"]``: its metrics record, genotype and pictures."""
+        step = record["iteration"]
+        with self.tensorboard.as_default():
+            for name, entry in record["learners"].items():
+                for key, value in entry.items():
+                    tf.summary.scalar(f"{name}/{key}", value, step=step)
+            tf.summary.scalar("lr/weights", weight_lr, step=step)
+            for key, value in record.get("nb201", {}).items():
+                if isinstance(value, (int, float)):
+                    tf.summary.scalar(f"nb201/{key}", value, step=step)
+            write_arch_summaries(arch, self.op_names, genotype.to_text(), step)
+        self.tensorboard.flush()
+        append_jsonl(self.workdir / "metrics.jsonl", record)
+        genotypes_lib.save_genotype(self.workdir / "genotype.json", genotype, dict(metadata))
+        history = self.workdir / "genotypes"
+        history.mkdir(exist_ok=True)
+        genotypes_lib.save_genotype(
+            history / f"epoch_{record['epoch']:03d}.json", genotype, dict(metadata)
+        )
+        plots.write_search_plot(self.workdir, self.op_names)
+        if self.draw:
+            self._draw(genotype)
+
+    def _draw(self, genotype) -> None:
+        try:
+            draw_genotype(genotype, self.workdir, basename="genotype")
+        except DrawingUnavailable as e:
+            if not self._drawing_warned:
+                # Once, and on one stream (absl's logging.warning would repeat it).
+                print(f"warning: {e}", flush=True)
+                self._drawing_warned = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -24,16 +25,16 @@ from absl import logging
 
 from il_tf import distribute
 from il_tf.data.learners import Learner, LearnerData, build_learner_data, check_unique_names
-from il_tf.learning import plots
 from il_tf.learning.engine import NonFiniteLossError, OptimizerSettings, SearchEngine
 from il_tf.learning.hypergradients import get_method
-from il_tf.learning.objective import SearchModel
-from il_tf.learning.reporting import RunningStats, append_jsonl, softmax, write_arch_summaries
+from il_tf.learning.reporting import EpochWriter, RunningStats, softmax
 from il_tf.learning.schedule import SCHEDULES, Schedule, make_schedule
-from il_tf.spaces import genotypes as genotypes_lib
-from il_tf.spaces.architecture import Architecture
-from il_tf.spaces.drawing import DrawingUnavailable, draw_genotype
+from il_tf.learning.search_model import SearchModel, build_search_model
 from il_tf.spaces.factories import darts_supernet
+from il_tf.spaces.space import SearchSpace, check_space
+from il_tf.validation import check_bool, check_int, check_number, invalid
+
+OWNER = "SearchConfig"
 
 
 class SearchError(RuntimeError):
@@ -123,33 +124,17 @@ class SearchConfig:
         get_method(self.method)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {list(SCHEDULES)}")
-        for name, minimum in (
-            ("rounds", 1),
-            ("steps_per_stage", 1),
-            ("epochs", 1),
-            ("checkpoint_every", 1),
-            ("keep_checkpoints", 1),
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < minimum:
-                raise ValueError(
-                    f"SearchConfig.{name} must be an integer >= {minimum}, got {value!r}"
-                )
-        if not (isinstance(self.proximity, (int, float)) and self.proximity >= 0):
-            raise ValueError(f"SearchConfig.proximity (λ) must be >= 0, got {self.proximity!r}")
-        if self.iterations_per_epoch is not None and self.iterations_per_epoch < 1:
-            raise ValueError(
-                f"SearchConfig.iterations_per_epoch must be >= 1 or None, got {self.iterations_per_epoch}"
+        for name in ("rounds", "steps_per_stage", "epochs", "checkpoint_every", "keep_checkpoints"):
+            check_int(OWNER, name, getattr(self, name), minimum=1)
+        check_number(OWNER, "proximity", self.proximity, minimum=0)
+        check_int(OWNER, "iterations_per_epoch", self.iterations_per_epoch, 1, optional=True)
+        check_int(OWNER, "arch_warmup_epochs", self.arch_warmup_epochs, minimum=0)
+        if self.arch_warmup_epochs > self.epochs:
+            raise invalid(
+                OWNER, "arch_warmup_epochs", f"<= epochs ({self.epochs})", self.arch_warmup_epochs
             )
-        if not 0 <= self.arch_warmup_epochs <= self.epochs:
-            raise ValueError(
-                f"SearchConfig.arch_warmup_epochs must be in [0, epochs={self.epochs}], "
-                f"got {self.arch_warmup_epochs}"
-            )
-        if self.eval_batches is not None and self.eval_batches < 1:
-            raise ValueError(
-                f"SearchConfig.eval_batches must be >= 1 or None, got {self.eval_batches}"
-            )
+        check_int(OWNER, "eval_batches", self.eval_batches, minimum=1, optional=True)
+        check_int(OWNER, "seed", self.seed, minimum=0)
         if self.order is not None:
             names = [lr.name for lr in learners]
             if sorted(self.order) != sorted(names):
@@ -157,15 +142,14 @@ class SearchConfig:
                     f"SearchConfig.order {list(self.order)} must list each learner name once: {names}"
                 )
         for name in ("jit_compile", "graph_optimizer", "draw"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"SearchConfig.{name} must be True or False, got {getattr(self, name)!r}"
-                )
+            check_bool(OWNER, name, getattr(self, name))
         if self.mixed_precision not in (None, "mixed_bfloat16"):
-            raise ValueError(
-                f"SearchConfig.mixed_precision must be None or 'mixed_bfloat16', got "
-                f"{self.mixed_precision!r} (float16 needs loss scaling, which the "
-                "hypergradient chain does not do)"
+            raise invalid(
+                OWNER,
+                "mixed_precision",
+                "None or 'mixed_bfloat16' (float16 needs loss scaling, which the "
+                "hypergradient chain does not do)",
+                self.mixed_precision,
             )
         if self.nb201_table is not None and not Path(self.nb201_table).is_file():
             raise ValueError(
@@ -214,12 +198,83 @@ class SearchResult:
     metrics: dict
 
 
-def _heads(datas: Sequence[LearnerData]) -> list[keras.layers.Layer]:
-    return [keras.layers.Dense(d.num_classes, name=f"head_{d.name}") for d in datas]
+def data_positions(schedule: Schedule, num_learners: int, iteration: int) -> np.ndarray:
+    """Train and validation batches each learner has consumed after ``iteration`` iterations.
+
+    The pipelines are pure functions of (seed, position) and nothing else is random,
+    so this is the whole data and RNG state of a search.
+    """
+    return np.array(
+        [[iteration * schedule.batches_per_iteration(k), iteration] for k in range(num_learners)],
+        np.int64,
+    )
+
+
+class _Inputs:
+    """The learners' train and validation streams, positioned at an iteration."""
+
+    def __init__(
+        self,
+        datas: Sequence[LearnerData],
+        schedule: Schedule,
+        strategy: tf.distribute.Strategy,
+        iteration: int,
+    ):
+        self.schedule = schedule
+        positions = data_positions(schedule, len(datas), iteration)
+        self.train = [
+            distribute.BatchStream(strategy, d.train_dataset(start_batch=int(positions[k, 0])))
+            for k, d in enumerate(datas)
+        ]
+        self.val = [
+            distribute.BatchStream(strategy, d.val_dataset(start_batch=int(positions[k, 1])))
+            for k, d in enumerate(datas)
+        ]
+
+    def next(self) -> tuple[list, list]:
+        """One iteration's batches: ``train[s][t]`` (one per learner of stage s), ``val[k]``."""
+        train = [
+            [
+                tuple(next(self.train[k]) for k in stage.learners)
+                for _ in range(self.schedule.steps_per_stage)
+            ]
+            for stage in self.schedule.stages
+        ]
+        return train, [next(v) for v in self.val]
+
+
+def _nb201_table(config: SearchConfig, encoder: SearchSpace):
+    """The NAS-Bench-201 table of ``config.nb201_table`` (None when unset)."""
+    if not config.nb201_table:
+        return None
+    from il_tf.nb201_lookup import NB201Table
+    from il_tf.spaces.nb201_genotype import NB201Genotype
+
+    if not issubclass(encoder.genotype_type, NB201Genotype):
+        raise ValueError(
+            f"SearchConfig.nb201_table is set, but the supernet searches the "
+            f"{encoder.space!r} space; the table scores cells of the NAS-Bench-201 space "
+            "only (SearchConfig.supernet = @nb201_supernet)"
+        )
+    return NB201Table.load(config.nb201_table)
+
+
+def build_model(config: SearchConfig, datas: Sequence[LearnerData]) -> SearchModel:
+    """The search model of ``config``: its supernet, one head per learner, α (float32)."""
+    return build_search_model(
+        config.supernet,
+        [d.num_classes for d in datas],
+        [d.image_shape for d in datas],
+        seed=config.seed,
+        head_names=[f"head_{d.name}" for d in datas],
+        mixed_precision=config.mixed_precision,
+        # α and β stay float32 whatever the layers compute in.
+        arch_dtype="float32",
+    )
 
 
 class _Run:
-    """One search run in one workdir (state that the helpers below share)."""
+    """One search run in one workdir: its data, engine, checkpoints and reports."""
 
     def __init__(self, config: SearchConfig, workdir: Path, strategy: tf.distribute.Strategy):
         self.config = config
@@ -227,20 +282,12 @@ class _Run:
         self.strategy = strategy
         self.chief = distribute.is_chief()
         self.schedule = config.make_schedule()
-        self.nb201_table = None
-        space_probe = config.supernet()  # cheap: no weights until built
-        if config.nb201_table:
-            from il_tf.nb201_lookup import NB201Table
-
-            if getattr(space_probe, "space", None) != "nas-bench-201":
-                raise ValueError(
-                    f"SearchConfig.nb201_table is set, but the supernet searches the "
-                    f"{getattr(space_probe, 'space', '?')!r} space; the table scores "
-                    "cells of the NAS-Bench-201 space only (SearchConfig.supernet = @nb201_supernet)"
-                )
-            self.nb201_table = NB201Table.load(config.nb201_table)
-
+        # Built without weights (cheap): the table check needs the space before any data.
+        self.nb201_table = _nb201_table(
+            config, check_space(config.supernet(), "SearchConfig.supernet")
+        )
         self.datas = [build_learner_data(lr, config.seed) for lr in config.learners]
+        self.names = [d.name for d in self.datas]
         replicas = strategy.num_replicas_in_sync
         for d in self.datas:
             if d.batch_size % replicas:
@@ -255,7 +302,7 @@ class _Run:
         self.total_iterations = config.epochs * self.ipe
         self.engine = SearchEngine(
             strategy,
-            self._build_model,
+            functools.partial(build_model, config, self.datas),
             self.schedule,
             config.method,
             float(config.proximity),
@@ -265,31 +312,14 @@ class _Run:
         )
         self.model: SearchModel = self.engine.model
         # Host-side state, created outside the strategy scope (plain variables): the
-        # iteration and, per learner, the train and validation batches consumed. The
-        # pipelines are pure functions of (seed, position) and nothing else is random,
-        # so these are the data position and the whole RNG state.
+        # iteration and, per learner, the train and validation batches consumed.
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         self.data_positions = tf.Variable(
             tf.zeros((len(self.datas), 2), tf.int64), trainable=False, name="data_positions"
         )
         self.seed = tf.Variable(config.seed, dtype=tf.int64, trainable=False, name="seed")
-        # Variables are listed explicitly: TF's checkpoint does not follow the
-        # layers Keras keeps in Python lists (cells, ops), so saving the layers
-        # themselves would silently drop most weights.
         self.checkpoint = tf.train.Checkpoint(
-            encoder=[v.value for v in self.model.encoder.weights],
-            heads={
-                d.name: [v.value for v in h.weights]
-                for d, h in zip(self.datas, self.model.heads, strict=True)
-            },
-            arch={
-                name: v.value
-                for name, v in zip(
-                    self.model.arch.names, self.model.arch.arch_variables, strict=True
-                )
-            },
-            weight_optimizer=self.engine.weight_optimizer,
-            arch_optimizer=self.engine.arch_optimizer,
+            **self.engine.checkpoint_objects(self.names),
             iteration=self.iteration,
             data_positions=self.data_positions,
             seed=self.seed,
@@ -301,51 +331,11 @@ class _Run:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(ckpt_dir), max_to_keep=config.keep_checkpoints
         )
-        self.eval_fns = [self._make_eval_fn(k) for k in range(len(self.datas))]
-        self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
-        self._drawing_warned = False
+        self.writer = (
+            EpochWriter(workdir, self.model.encoder.op_names, config.draw) if self.chief else None
+        )
         # Whether this process has run an iteration (traced the step functions) yet.
         self._compiled = False
-
-    # -- construction --------------------------------------------------------------
-
-    def _build_model(self) -> SearchModel:
-        keras.utils.set_random_seed(self.config.seed)
-        previous = keras.config.dtype_policy()
-        if self.config.mixed_precision:
-            keras.config.set_dtype_policy(self.config.mixed_precision)
-        try:
-            encoder = self.config.supernet()
-            heads = _heads(self.datas)
-        finally:
-            keras.config.set_dtype_policy(previous)
-        # α and β stay float32 whatever the layers compute in.
-        arch = Architecture(encoder.arch_shapes(), seed=self.config.seed, dtype="float32")
-        for d, head in zip(self.datas, heads, strict=True):
-            features = encoder(tf.zeros((2, *d.image_shape)), arch.tensors())
-            head(features)
-        return SearchModel(encoder, heads, arch)
-
-    def _make_eval_fn(self, k: int):
-        model = self.model
-
-        @tf.function
-        def evaluate(batch):
-            def replica_fn(batch):
-                from il_tf.learning.objective import data_loss
-
-                arch = model.arch.as_dict(model.arch_tensors())
-                heads = model.head_weights()
-                _, stats = data_loss(model, arch, model.encoder_weights(), heads[k], k, batch)
-                return stats
-
-            stats = self.strategy.run(replica_fn, args=(batch,))
-            return type(stats)(*(self.strategy.reduce("SUM", s, axis=None) for s in stats))
-
-        return evaluate
-
-    def _distribute(self, dataset: tf.data.Dataset) -> distribute.BatchStream:
-        return distribute.BatchStream(self.strategy, dataset)
 
     # -- resume ----------------------------------------------------------------------
 
@@ -391,11 +381,7 @@ class _Run:
         return int(self.iteration)
 
     def _positions(self, it: int) -> np.ndarray:
-        """Train and validation batches each learner has consumed after ``it`` iterations."""
-        return np.array(
-            [[it * self.schedule.batches_per_iteration(k), it] for k in range(len(self.datas))],
-            np.int64,
-        )
+        return data_positions(self.schedule, len(self.datas), it)
 
     def _save(self, it: int) -> None:
         self.data_positions.assign(self._positions(it))
@@ -404,17 +390,9 @@ class _Run:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, stop_after: int | None = None) -> SearchResult:
-        config, schedule = self.config, self.schedule
+        config = self.config
         start = self.restore_or_start()
-        positions = self._positions(start)
-        train_iters = [
-            self._distribute(d.train_dataset(start_batch=int(positions[k, 0])))
-            for k, d in enumerate(self.datas)
-        ]
-        val_iters = [
-            self._distribute(d.val_dataset(start_batch=int(positions[k, 1])))
-            for k, d in enumerate(self.datas)
-        ]
+        inputs = _Inputs(self.datas, self.schedule, self.strategy, start)
         it = start
         metrics: dict = {}
         if it >= self.total_iterations:
@@ -423,95 +401,91 @@ class _Run:
             metrics = json.loads(records[-1]) if records else {}
         while it < self.total_iterations:
             epoch = it // self.ipe
-            stats = [RunningStats() for _ in self.datas]
+            train_stats = [RunningStats() for _ in self.datas]
             arch_val = [RunningStats() for _ in self.datas]
-            bar = keras.utils.Progbar(
-                self.ipe, stateful_metrics=[f"{d.name}_loss" for d in self.datas], unit_name="it"
-            )
             print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
+            bar = self._progress_bar()
             while it < (epoch + 1) * self.ipe:
-                train_batches = [
-                    [
-                        tuple(next(train_iters[k]) for k in stage.learners)
-                        for _ in range(schedule.steps_per_stage)
-                    ]
-                    for stage in schedule.stages
-                ]
-                val_batches = [next(v) for v in val_iters]
-                first = not self._compiled
-                if first:
-                    print(
-                        "compiling the step functions (the first iteration; the ETA starts "
-                        "after it) ...",
-                        flush=True,
-                    )
-                    compile_start = time.perf_counter()
-                try:
-                    result = self.engine.iteration(
-                        train_batches, val_batches, update_arch=epoch >= config.arch_warmup_epochs
-                    )
-                except NonFiniteLossError as e:
-                    raise SearchError(
-                        self._non_finite_message(e, it, epoch, train_batches, val_batches)
-                    ) from e
+                train_batches, val_batches = inputs.next()
+                result = self._iteration(
+                    it, epoch, train_batches, val_batches, epoch >= config.arch_warmup_epochs
+                )
                 for k in range(len(self.datas)):
-                    for st in result["train"][k]:
-                        stats[k].add(st)
-                    if result["val"][k] is not None:
-                        arch_val[k].add(result["val"][k])
-                if first:
-                    self._compiled = True
-                    print(
-                        f"compiled and ran the first iteration in "
-                        f"{time.perf_counter() - compile_start:.1f} s",
-                        flush=True,
-                    )
-                    # A new bar: its time per iteration must not include the compiling.
-                    bar = keras.utils.Progbar(
-                        self.ipe,
-                        stateful_metrics=[f"{d.name}_loss" for d in self.datas],
-                        unit_name="it",
-                    )
+                    for st in result.train[k]:
+                        train_stats[k].add(st)
+                    if result.val[k] is not None:
+                        arch_val[k].add(result.val[k])
+                if bar is None:
+                    # The first iteration compiled the steps: the ETA starts after it.
+                    bar = self._progress_bar()
                 it += 1
                 self.iteration.assign(it)
                 bar.update(
                     it - epoch * self.ipe,
-                    values=[(f"{d.name}_loss", stats[k].loss) for k, d in enumerate(self.datas)],
+                    values=[(f"{n}_loss", train_stats[k].loss) for k, n in enumerate(self.names)],
                 )
                 if it % config.checkpoint_every == 0 and it % self.ipe:
                     self._save(it)
                 if stop_after is not None and it - start >= stop_after and it % self.ipe:
                     self._save(it)
-                    logging.info(
-                        "stopping after %d iterations (at %d); rerun to resume", stop_after, it
-                    )
-                    print(f"stopped at iteration {it}; run again on {self.workdir} to resume")
-                    return SearchResult(self._genotype(), self.workdir, None, metrics)
-            metrics = self._end_of_epoch(epoch, (stats, arch_val))
+                    return self._stopped(it, stop_after, metrics)
+            metrics = self._end_of_epoch(epoch, train_stats, arch_val)
             self._save(it)
             if stop_after is not None and it - start >= stop_after and it < self.total_iterations:
-                print(f"stopped at iteration {it}; run again on {self.workdir} to resume")
-                return SearchResult(self._genotype(), self.workdir, None, metrics)
+                return self._stopped(it, stop_after, metrics)
         genotype_path = self.workdir / "genotype.json"
         return SearchResult(self._genotype(), self.workdir, genotype_path, metrics)
+
+    def _progress_bar(self) -> keras.utils.Progbar | None:
+        """The epoch's progress bar; None until the step functions are compiled."""
+        if not self._compiled:
+            return None
+        return keras.utils.Progbar(
+            self.ipe, stateful_metrics=[f"{n}_loss" for n in self.names], unit_name="it"
+        )
+
+    def _iteration(self, it: int, epoch: int, train_batches, val_batches, update_arch: bool):
+        first = not self._compiled
+        if first:
+            print(
+                "compiling the step functions (the first iteration; the ETA starts after it) ...",
+                flush=True,
+            )
+            compile_start = time.perf_counter()
+        try:
+            result = self.engine.iteration(train_batches, val_batches, update_arch=update_arch)
+        except NonFiniteLossError as e:
+            raise SearchError(
+                self._non_finite_message(e, it, epoch, train_batches, val_batches)
+            ) from e
+        if first:
+            self._compiled = True
+            print(
+                f"compiled and ran the first iteration in "
+                f"{time.perf_counter() - compile_start:.1f} s",
+                flush=True,
+            )
+        return result
+
+    def _stopped(self, it: int, stop_after: int, metrics: dict) -> SearchResult:
+        logging.info("stopping after %d iterations (at %d); rerun to resume", stop_after, it)
+        print(f"stopped at iteration {it}; run again on {self.workdir} to resume")
+        return SearchResult(self._genotype(), self.workdir, None, metrics)
 
     def _non_finite_message(
         self, error: NonFiniteLossError, it: int, epoch: int, train_batches, val_batches
     ) -> str:
-        names = [d.name for d in self.datas]
-        detail = str(error)
-        for k, name in enumerate(names):
-            detail = detail.replace(f"learner index [{k}]", f"learner {name!r}")
+        detail = error.describe(self.names)
         # Name the learners whose input batches hold NaN/inf (the usual cause).
         bad_inputs = []
         for s, stage in enumerate(self.schedule.stages):
             for step in train_batches[s]:
                 for k, batch in zip(stage.learners, step, strict=True):
                     if not _all_finite(self.strategy, batch[0]):
-                        bad_inputs.append(f"learner {names[k]!r} train batch (stage {s})")
+                        bad_inputs.append(f"learner {self.names[k]!r} train batch (stage {s})")
         for k, batch in enumerate(val_batches):
             if not _all_finite(self.strategy, batch[0]):
-                bad_inputs.append(f"learner {names[k]!r} validation batch")
+                bad_inputs.append(f"learner {self.names[k]!r} validation batch")
         if bad_inputs:
             detail += "; NaN/inf in the input images of " + ", ".join(dict.fromkeys(bad_inputs))
         last = self.manager.latest_checkpoint
@@ -536,23 +510,21 @@ class _Run:
         n = max(1, d.num_val // d.batch_size)
         if self.config.eval_batches is not None:
             n = min(n, self.config.eval_batches)
-        total = RunningStats()
-        for batch in self._distribute(d.val_dataset().take(n)):
-            total.add(self.eval_fns[k](batch))
-        return total
+        batches = distribute.BatchStream(self.strategy, d.val_dataset().take(n))
+        return self.engine.evaluate(k, batches)
 
-    def _end_of_epoch(self, epoch: int, running) -> dict:
+    def _end_of_epoch(self, epoch: int, train_stats, arch_val) -> dict:
         genotype = self._genotype()
         arch = self.model.arch.numpy()
         record: dict = {"epoch": epoch + 1, "iteration": int(self.iteration), "learners": {}}
-        for k, d in enumerate(self.datas):
+        for k, name in enumerate(self.names):
             val = self._evaluate(k)
             entry = {"val_loss": val.loss, "val_accuracy": val.accuracy}
-            train, arch_val = running[0][k], running[1][k]
+            train = train_stats[k]
             entry.update(train_loss=train.loss, train_accuracy=train.accuracy)
-            if arch_val.count:
-                entry.update(hypergradient_val_loss=arch_val.loss)
-            record["learners"][d.name] = entry
+            if arch_val[k].count:
+                entry.update(hypergradient_val_loss=arch_val[k].loss)
+            record["learners"][name] = entry
         lookup = None
         if self.nb201_table is not None:
             lookup = self.nb201_table.lookup(genotype).to_dict()
@@ -563,37 +535,22 @@ class _Run:
             + (f", train acc {100 * e['train_accuracy']:.2f}%" if "train_accuracy" in e else "")
             for name, e in record["learners"].items()
         )
-        print(f"epoch {epoch + 1}: {summary}\ngenotype: {_genotype_text(genotype)}", flush=True)
+        print(f"epoch {epoch + 1}: {summary}\ngenotype: {genotype.to_text()}", flush=True)
         if lookup is not None:
             print(
                 "NAS-Bench-201 look-up: CIFAR-10 test {cifar10_test:.2f}, CIFAR-100 test "
                 "{cifar100_test:.2f}, ImageNet16-120 test {imagenet16_test:.2f}".format(**lookup),
                 flush=True,
             )
-        if not self.chief:
+        if self.writer is None:
             return record
-        step = int(self.iteration)
-        with self.writer.as_default():
-            for name, e in record["learners"].items():
-                for key, value in e.items():
-                    tf.summary.scalar(f"{name}/{key}", value, step=step)
-            tf.summary.scalar(
-                "lr/weights", float(self.engine.weight_optimizer.learning_rate), step=step
-            )
-            if lookup is not None:
-                for key, value in lookup.items():
-                    if isinstance(value, (int, float)):
-                        tf.summary.scalar(f"nb201/{key}", value, step=step)
-            write_arch_summaries(arch, self.model.encoder.op_names, _genotype_text(genotype), step)
-        self.writer.flush()
-        append_jsonl(self.workdir / "metrics.jsonl", record)
         metadata = {
             "epoch": epoch + 1,
             "epochs": self.config.epochs,
-            "iteration": step,
+            "iteration": record["iteration"],
             "method": self.config.method,
             "schedule": self.config.schedule,
-            "learners": [d.name for d in self.datas],
+            "learners": self.names,
             "seed": self.config.seed,
             "alpha": {name: a.tolist() for name, a in arch.items()},
             "alpha_softmax": {name: softmax(a).tolist() for name, a in arch.items() if a.ndim == 2},
@@ -601,25 +558,10 @@ class _Run:
         }
         if lookup is not None:
             metadata["nb201"] = lookup
-        path = self.workdir / "genotype.json"
-        genotypes_lib.save_genotype(path, genotype, metadata)
-        history = self.workdir / "genotypes"
-        history.mkdir(exist_ok=True)
-        genotypes_lib.save_genotype(history / f"epoch_{epoch + 1:03d}.json", genotype, metadata)
-        # Plot hook: α softmax per edge over the epochs (and look-ups), next to genotype.json.
-        plots.write_search_plot(self.workdir, self.model.encoder.op_names)
-        if self.config.draw:
-            self._draw(genotype)
+        self.writer.write(
+            record, genotype, arch, metadata, float(self.engine.weight_optimizer.learning_rate)
+        )
         return record
-
-    def _draw(self, genotype) -> None:
-        try:
-            draw_genotype(genotype, self.workdir, basename="genotype")
-        except DrawingUnavailable as e:
-            if not self._drawing_warned:
-                # Once, and on one stream (absl's logging.warning would repeat it).
-                print(f"warning: {e}", flush=True)
-                self._drawing_warned = True
 
 
 def _all_finite(strategy: tf.distribute.Strategy, images) -> bool:
@@ -627,12 +569,6 @@ def _all_finite(strategy: tf.distribute.Strategy, images) -> bool:
         bool(tf.reduce_all(tf.math.is_finite(t)))
         for t in strategy.experimental_local_results(images)
     )
-
-
-def _genotype_text(genotype) -> str:
-    if hasattr(genotype, "to_arch_string"):
-        return genotype.to_arch_string()
-    return json.dumps(genotype.to_json_dict())
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from il_tf.learning import objective
-from il_tf.learning.objective import ChainSettings, LossStats, SearchModel
+from il_tf.learning.objective import ChainSettings, LossStats
+from il_tf.learning.search_model import SearchModel
 
 LINKS = ("exact", "finite_difference")
 
@@ -180,6 +181,10 @@ class StepFunctions:
         )
         return v_enc, tuple(v_heads), v_anchor, objective.arch_step_term(u_arch, lr)
 
+    def _eval_body(self, kind, arch, enc, head, batch):
+        _, stats = self.stage_loss_fn((kind,), (batch,))(arch, [enc, head])
+        return (stats,)
+
     def _val_loss_body(self, kind, arch, enc, head, batch):
         loss, _ = self.stage_loss_fn((kind,), (batch,))(arch, [enc, head])
         return objective.cross_replica_sum(loss)
@@ -250,6 +255,12 @@ class StepFunctions:
         """∇ of learner ``learner``'s validation loss: (∂W, ∂H, ∂A, host stats)."""
         g_arch, g_enc, (g_head,), (stats,) = self.gradient((learner,), arch, enc, (head,), (batch,))
         return g_enc, g_head, g_arch, stats
+
+    def evaluate(self, learner: int, arch, enc, head, batch) -> LossStats:
+        """Learner ``learner``'s loss statistics on one batch (forward only), host sums."""
+        fn = self._function("eval", self._kind[learner], self._eval_body, reduce_stats=True)
+        (stats,) = fn(arch, enc, head, batch)[-1]
+        return stats
 
     def val_loss(self, learner: int, arch, enc, head, batch) -> tf.Tensor:
         """Learner ``learner``'s global-batch validation loss (in the weights' dtype)."""

@@ -418,7 +418,8 @@ class DartsSupernet(keras.layers.Layer):
       max_skip_normal: the skip-connect cap of :meth:`derive` (P-DARTS: 2); None = none.
     """
 
-    space = "darts"
+    space = genotypes_lib.DARTS_SPACE
+    genotype_type = genotypes_lib.Genotype
 
     def __init__(
         self,

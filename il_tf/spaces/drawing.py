@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from il_tf.spaces.genotypes import DARTS_SPACE, Genotype
+from il_tf.spaces.nb201_genotype import NB201Genotype
 
 __all__ = [
     "CellGraph",
@@ -97,7 +98,7 @@ def cell_graphs(genotype: Any) -> dict[str, CellGraph]:
             "normal": darts_cell_graph(genotype.normal, genotype.normal_concat),
             "reduce": darts_cell_graph(genotype.reduce, genotype.reduce_concat),
         }
-    if getattr(genotype, "space", None) == "nas-bench-201":
+    if isinstance(genotype, NB201Genotype):
         return {"cell": nb201_cell_graph(genotype.edges())}
     describe = getattr(genotype, "cell_graphs", None)
     if callable(describe):

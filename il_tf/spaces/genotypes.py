@@ -237,6 +237,10 @@ class Genotype:
             if len(set(concat)) != len(concat):
                 raise GenotypeError(f"genotype '{concat_name}' repeats a state: {list(concat)}")
 
+    def to_text(self) -> str:
+        """One line for logs and TensorBoard: the JSON record."""
+        return json.dumps(self.to_json_dict())
+
     # ------------------------------------------------------------------ JSON
     def to_json_dict(self) -> dict[str, Any]:
         """The ``il_tf.genotype/v1`` record (plain lists, JSON-ready)."""

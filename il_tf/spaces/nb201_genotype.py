@@ -214,6 +214,10 @@ class NB201Genotype:
         """Column of each edge's op in :data:`NB201_OPS`."""
         return tuple(NB201_OPS.index(op) for op in self.ops)
 
+    def to_text(self) -> str:
+        """One line for logs and TensorBoard: the arch string."""
+        return self.to_arch_string()
+
     def __str__(self) -> str:
         return self.to_arch_string()
 

@@ -247,6 +247,7 @@ class NB201Supernet(keras.layers.Layer):
     """
 
     space = NB201_SPACE
+    genotype_type = NB201Genotype
 
     def __init__(
         self,

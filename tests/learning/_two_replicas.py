@@ -27,9 +27,8 @@ keras.config.set_floatx("float64")
 keras.config.set_dtype_policy("float64")
 
 from il_tf.learning.engine import OptimizerSettings, SearchEngine  # noqa: E402
-from il_tf.learning.objective import SearchModel  # noqa: E402
 from il_tf.learning.schedule import make_schedule  # noqa: E402
-from il_tf.spaces.architecture import Architecture  # noqa: E402
+from il_tf.learning.search_model import SearchModel, build_search_model  # noqa: E402
 from il_tf.spaces.darts_supernet import DartsSupernet  # noqa: E402
 
 OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
@@ -38,14 +37,9 @@ GLOBAL_BATCH = 8
 
 
 def build() -> SearchModel:
-    keras.utils.set_random_seed(0)
-    encoder = DartsSupernet(channels=4, num_cells=2, ops=OPS)
-    arch = Architecture(encoder.arch_shapes(), seed=1)
-    heads = [keras.layers.Dense(n) for n in CLASSES]
-    features = encoder(tf.zeros((2, 8, 8, 3), tf.float64), arch.tensors())
-    for h in heads:
-        h(features)
-    return SearchModel(encoder, heads, arch)
+    return build_search_model(
+        DartsSupernet(channels=4, num_cells=2, ops=OPS), CLASSES, (8, 8, 3), seed=0, arch_seed=1
+    )
 
 
 def run(devices, method, schedule, train, val):

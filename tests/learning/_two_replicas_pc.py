@@ -13,26 +13,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _two_replicas as base  # noqa: E402  (sets up the two logical CPUs first)
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from il_tf.learning.objective import SearchModel  # noqa: E402
-from il_tf.spaces.architecture import Architecture  # noqa: E402
+from il_tf.learning.search_model import SearchModel, build_search_model  # noqa: E402
 from il_tf.spaces.darts_supernet import DartsSupernet  # noqa: E402
 
 
 def build() -> SearchModel:
-    keras.utils.set_random_seed(0)
     encoder = DartsSupernet(
         channels=4, num_cells=2, ops=base.OPS, partial_channels=2, skip_dropout=0.5
     )
     assert encoder.edge_normalization
-    arch = Architecture(encoder.arch_shapes(), seed=1)
-    heads = [keras.layers.Dense(n) for n in base.CLASSES]
-    features = encoder(tf.zeros((2, 8, 8, 3)), arch.tensors())
-    for h in heads:
-        h(features)
-    return SearchModel(encoder, heads, arch)
+    return build_search_model(encoder, base.CLASSES, (8, 8, 3), seed=0, arch_seed=1)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from il_tf.learning.objective import SearchModel
-from il_tf.spaces.architecture import Architecture
+from il_tf.learning.search_model import SearchModel, build_search_model
 from il_tf.spaces.darts_supernet import DartsSupernet
 
 # Operations without kinks: with softplus activations the whole search objective
@@ -26,19 +24,17 @@ def build_tiny_model(
     arch_scale=0.5,
 ) -> SearchModel:
     """A 2-cell supernet (one normal, one reduction cell) with one head per learner."""
-    keras.utils.set_random_seed(seed)
-    encoder = DartsSupernet(channels=channels, num_cells=num_cells, ops=ops, activation=activation)
-    arch = Architecture(encoder.arch_shapes(), seed=seed)
-    heads = [keras.layers.Dense(n) for n in num_classes]
-    dtype = keras.config.floatx()
-    features = encoder(tf.zeros((2, image_size, image_size, 3), dtype), arch.tensors())
-    for h in heads:
-        h(features)
+    model = build_search_model(
+        DartsSupernet(channels=channels, num_cells=num_cells, ops=ops, activation=activation),
+        num_classes,
+        (image_size, image_size, 3),
+        seed=seed,
+    )
     rng = np.random.default_rng(seed)
     # Logits away from uniform, so every op matters in the gradient.
-    for v in arch.arch_variables:
+    for v in model.arch.arch_variables:
         v.assign(arch_scale * rng.normal(size=v.shape))
-    return SearchModel(encoder, heads, arch)
+    return model
 
 
 def random_batch(rng, num_classes, batch=4, image_size=8, dtype="float64"):

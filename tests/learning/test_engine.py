@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from il_tf.learning.engine import OptimizerSettings, SearchEngine
-from il_tf.learning.objective import SearchModel
 from il_tf.learning.schedule import make_schedule
-from il_tf.spaces.architecture import Architecture
+from il_tf.learning.search_model import SearchModel, build_search_model
 from il_tf.spaces.darts_supernet import DartsSupernet
 from il_tf.spaces.genotypes import DARTS_OPS
 
@@ -21,14 +19,8 @@ CLASSES = (3, 4)
 
 
 def _build() -> SearchModel:
-    keras.utils.set_random_seed(0)
     encoder = DartsSupernet(channels=4, num_cells=2, ops=OPS, partial_channels=2)
-    arch = Architecture(encoder.arch_shapes(), seed=1)
-    heads = [keras.layers.Dense(n) for n in CLASSES]
-    features = encoder(tf.zeros((2, 8, 8, 3)), arch.tensors())
-    for h in heads:
-        h(features)
-    return SearchModel(encoder, heads, arch)
+    return build_search_model(encoder, CLASSES, (8, 8, 3), seed=0, arch_seed=1)
 
 
 def _one_iteration(method: str, jit_compile: bool):

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import gin
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,8 +16,9 @@ import tensorflow as tf
 from il_tf import cli
 from il_tf.learning import hypergradients as hg
 from il_tf.learning import progressive as prog
-from il_tf.learning.objective import ChainSettings, SearchModel
+from il_tf.learning.objective import ChainSettings
 from il_tf.learning.progressive import ProgressiveConfig, ProgressiveError, run_progressive
+from il_tf.learning.search_model import SearchModel, build_search_model
 from il_tf.learning.steps import StepFunctions
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.architecture import Architecture
@@ -36,18 +36,14 @@ from .test_search import digits_learner, tiny_config
 
 def build_pc_model(num_classes=(3, 4), seed=0, **supernet) -> SearchModel:
     """A 2-cell PC-DARTS supernet (K=2, β) with smooth ops and one head per learner."""
-    keras.utils.set_random_seed(seed)
     kw = dict(channels=4, num_cells=2, ops=SMOOTH_OPS, activation="softplus", partial_channels=2)
-    encoder = DartsSupernet(**{**kw, **supernet})
-    arch = Architecture(encoder.arch_shapes(), seed=seed)
-    heads = [keras.layers.Dense(n) for n in num_classes]
-    features = encoder(tf.zeros((2, 8, 8, 3), keras.config.floatx()), arch.tensors())
-    for h in heads:
-        h(features)
+    model = build_search_model(
+        DartsSupernet(**{**kw, **supernet}), num_classes, (8, 8, 3), seed=seed
+    )
     rng = np.random.default_rng(seed)
-    for v in arch.arch_variables:  # away from uniform, so every op and edge matters
+    for v in model.arch.arch_variables:  # away from uniform, so every op and edge matters
         v.assign(0.5 * rng.normal(size=v.shape))
-    return SearchModel(encoder, heads, arch)
+    return model
 
 
 def _pc_inputs(model, num_learners, rounds, proximity):
@@ -315,7 +311,7 @@ def test_progressive_refuses_a_workdir_of_other_stages(full_run, tmp_path):
 def test_progressive_needs_the_darts_factory(tmp_path):
     from il_tf.spaces.factories import nb201_supernet
 
-    with pytest.raises(ProgressiveError, match="does not take num_cells"):
+    with pytest.raises(ProgressiveError, match="does not take the per-stage settings"):
         run_progressive(
             tiny_progressive_config(supernet=nb201_supernet), TINY_PROGRESSIVE, tmp_path
         )

@@ -1,0 +1,105 @@
+"""The searchable model: a supernet encoder, one head per learner, the architecture logits.
+
+:func:`build_search_model` is the one way to build it: the search, the benchmarks
+and the tests all call it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+import keras
+import tensorflow as tf
+
+from il_tf.spaces.architecture import Architecture
+from il_tf.spaces.space import SearchSpace, check_space
+
+Tensors = list[tf.Tensor]
+ImageShape = tuple[int, int, int]
+
+
+@dataclasses.dataclass
+class SearchModel:
+    """The searchable model: a supernet encoder, one head per learner, the architecture."""
+
+    encoder: SearchSpace
+    heads: list[keras.layers.Layer]
+    arch: Architecture
+
+    def encoder_weights(self) -> Tensors:
+        return [tf.identity(v.value) for v in self.encoder.trainable_variables]
+
+    def head_weights(self) -> list[Tensors]:
+        return [[tf.identity(v.value) for v in h.trainable_variables] for h in self.heads]
+
+    def arch_tensors(self) -> Tensors:
+        return [tf.identity(v.value) for v in self.arch.arch_variables]
+
+    def logits(
+        self, arch: Mapping[str, tf.Tensor], enc: Tensors, head: Tensors, learner: int, images
+    ) -> tf.Tensor:
+        """Learner ``learner``'s logits with the given weights (no side effects)."""
+        features, _ = self.encoder.stateless_call(enc, [], images, arch)
+        logits, _ = self.heads[learner].stateless_call(head, [], features)
+        return logits
+
+
+def build_search_model(
+    supernet: keras.layers.Layer | Callable[[], keras.layers.Layer],
+    num_classes: Sequence[int],
+    image_shape: ImageShape | Sequence[ImageShape],
+    *,
+    seed: int = 0,
+    arch_seed: int | None = None,
+    head_names: Sequence[str] | None = None,
+    mixed_precision: str | None = None,
+    arch_dtype: str | None = None,
+) -> SearchModel:
+    """Builds the supernet, one dense head per learner and the architecture logits.
+
+    Args:
+      supernet: a search-space layer (``il_tf/spaces/space.py``), or a factory of one
+        (``SearchConfig.supernet``), called after the seed is set.
+      num_classes: classes of each learner's head.
+      image_shape: (H, W, C) of every learner's images, or one shape per learner.
+      seed: the Keras seed of the weights' initialization.
+      arch_seed: the seed of the logits' initialization (default ``seed``).
+      head_names: names of the heads' layers (default Keras's own).
+      mixed_precision: a Keras dtype policy for the supernet and heads while they are
+        built (e.g. ``mixed_bfloat16``); None keeps the current one.
+      arch_dtype: dtype of the logits (default ``keras.config.floatx()``).
+
+    Every weight is created here (the supernet and heads are called once on zeros of
+    each learner's shape).
+    """
+    num_classes = list(num_classes)
+    if not num_classes:
+        raise ValueError("build_search_model needs at least one learner (num_classes is empty)")
+    if isinstance(image_shape[0], int):
+        shapes = [tuple(image_shape)] * len(num_classes)
+    else:
+        shapes = [tuple(s) for s in image_shape]
+    if len(shapes) != len(num_classes):
+        raise ValueError(
+            f"build_search_model got {len(shapes)} image shapes for {len(num_classes)} learners"
+        )
+    names = [None] * len(num_classes) if head_names is None else list(head_names)
+    keras.utils.set_random_seed(seed)
+    previous = keras.config.dtype_policy()
+    if mixed_precision:
+        keras.config.set_dtype_policy(mixed_precision)
+    try:
+        encoder = supernet if isinstance(supernet, keras.layers.Layer) else supernet()
+        check_space(encoder, "the supernet factory")
+        heads = [
+            keras.layers.Dense(n, name=name) for n, name in zip(num_classes, names, strict=True)
+        ]
+    finally:
+        keras.config.set_dtype_policy(previous)
+    arch = Architecture(
+        encoder.arch_shapes(), seed=seed if arch_seed is None else arch_seed, dtype=arch_dtype
+    )
+    for shape, head in zip(shapes, heads, strict=True):
+        head(encoder(tf.zeros((2, *shape), encoder.compute_dtype), arch.tensors()))
+    return SearchModel(encoder, heads, arch)

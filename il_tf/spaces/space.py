@@ -1,0 +1,76 @@
+"""The contract between a search space and the search: what a supernet and its genotypes offer.
+
+A search space is a Keras layer (the *supernet*, the searchable encoder) that takes
+images and the architecture logits and returns features for the learners' heads,
+and that turns logits into a discrete *genotype*. The DARTS space
+(``il_tf/spaces/darts_supernet.py``) and the NAS-Bench-201 space
+(``il_tf/spaces/nb201_supernet.py``) implement it; the search, the engine, the
+reports and the benchmarks rely on nothing else of a space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import tensorflow as tf
+
+
+@runtime_checkable
+class Genotype(Protocol):
+    """A discrete architecture: serializable, printable on one line."""
+
+    #: The space's name, as written in the genotype file's ``space`` field.
+    space: ClassVar[str]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form that ``il_tf.spaces.genotypes.load_genotype`` reads back."""
+        ...
+
+    def to_text(self) -> str:
+        """One line for logs and TensorBoard."""
+        ...
+
+
+@runtime_checkable
+class SearchSpace(Protocol):
+    """A supernet: ``supernet(images, arch) -> features``, plus how to read its logits.
+
+    Attributes:
+      space: the space's name (the ``space`` field of its genotype files).
+      genotype_type: the class of the genotypes :meth:`derive` returns.
+      op_names: the candidate ops, in the order of the logits' last axis.
+      feature_dim: the size of the features the heads read.
+    """
+
+    space: ClassVar[str]
+    genotype_type: ClassVar[type]
+    op_names: tuple[str, ...]
+    feature_dim: int
+
+    def arch_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of the architecture logits ``__call__`` takes."""
+        ...
+
+    def derive(self, arch: Mapping[str, np.ndarray]) -> Genotype:
+        """The discrete genotype of the logits ``arch``."""
+        ...
+
+    def __call__(self, images: tf.Tensor, arch: Mapping[str, tf.Tensor]) -> tf.Tensor: ...
+
+
+def check_space(supernet: Any, where: str) -> SearchSpace:
+    """Returns ``supernet`` if it implements :class:`SearchSpace`, else a clear ValueError."""
+    missing = [
+        name
+        for name in ("space", "genotype_type", "op_names", "arch_shapes", "derive")
+        if not hasattr(supernet, name)
+    ]
+    if missing:
+        raise ValueError(
+            f"{where} built {type(supernet).__name__}, which is not a search space "
+            f"(missing {', '.join(missing)}; see il_tf/spaces/space.py): use "
+            "@darts_supernet or @nb201_supernet"
+        )
+    return supernet
