@@ -73,16 +73,20 @@ def write_search_plot(
     n = len(panels) + (1 if has_lookup else 0)
     cols = min(n, 3 if n <= 9 else 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+    # One draw, shared axes and no automatic layout: a plot of 28 edges takes a
+    # fraction of a second instead of seconds, after every epoch.
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False, sharex=True
+    )
     flat = axes.ravel()
     for ax, (name, e) in zip(flat, panels, strict=False):
         a = alphas[name]
         for j in range(a.shape[2]):
             label = op_names[j] if j < len(op_names) else f"op {j}"
             ax.plot(epochs, a[:, e, j], marker=".", label=label)
-        ax.set_title(f"{name} edge {e}", fontsize=9)
+        ax.set_title(f"{name} edge {e}", fontsize=8, pad=2)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_yticks([0, 0.5, 1])
         ax.tick_params(labelsize=7)
     if panels:
         flat[0].legend(fontsize=6, loc="upper left")
@@ -90,15 +94,15 @@ def write_search_plot(
         ax = flat[len(panels)]
         for field, label in NB201_FIELDS:
             ax.plot(epochs, [x[field] for x in lookups], marker="o", label=label)
-        ax.set_title("derived cell, looked-up test accuracy", fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("%", fontsize=8)
+        ax.set_title("derived cell, looked-up test accuracy (%)", fontsize=8, pad=2)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
     for ax in flat[n:]:
         ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=8)
     fig.suptitle(f"α softmax per edge over the epochs ({Path(workdir).name})", fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.08, top=0.92, wspace=0.25, hspace=0.45)
     out = Path(path) if path is not None else Path(workdir) / PLOT_NAME
     fig.savefig(out, dpi=80)
     plt.close(fig)

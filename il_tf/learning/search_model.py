@@ -100,6 +100,11 @@ def build_search_model(
     arch = Architecture(
         encoder.arch_shapes(), seed=seed if arch_seed is None else arch_seed, dtype=arch_dtype
     )
+    # One (eager, slow) supernet call per distinct input shape builds every weight.
+    features = {}
     for shape, head in zip(shapes, heads, strict=True):
-        head(encoder(tf.zeros((2, *shape), encoder.compute_dtype), arch.tensors()))
+        if shape not in features:
+            zeros = tf.zeros((2, *shape), encoder.compute_dtype)
+            features[shape] = encoder(zeros, arch.tensors())
+        head(features[shape])
     return SearchModel(encoder, heads, arch)

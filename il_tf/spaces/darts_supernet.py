@@ -46,6 +46,8 @@ from il_tf.spaces.ops import (
 )
 
 EdgeOps = tuple[tuple[str, ...], ...]
+# Ops without weights whose output depends on the input (and stride) only.
+WEIGHTLESS_OPS = ("max_pool_3x3", "avg_pool_3x3")
 
 
 # ----------------------------------------------------------------------------- PC-DARTS parts
@@ -301,24 +303,47 @@ class MixedOp(keras.layers.Layer):
         # symbolically once per nesting level just to build (slow first calls).
         self.built = True
 
-    def call(self, x, weights, noise_keys=None):
-        k = self.partial_channels
-        if k > 1:
-            part = x.shape[-1] // k
-            x, bypass = x[..., :part], x[..., part:]
+    def _split(self, x):
+        """(the channels the ops see, the bypassed channels or None)."""
+        if self.partial_channels == 1:
+            return x, None
+        part = x.shape[-1] // self.partial_channels
+        return x[..., :part], x[..., part:]
+
+    def fill_shared(self, x, shared: dict) -> None:
+        """Adds this edge's weightless outputs of input ``x`` to ``shared`` if missing.
+
+        Pooling (with its parameter-free search BN) and PC-DARTS's bypass pooling
+        give the same tensor on every edge that reads the same state with the same
+        stride: a cell keeps one ``shared`` dict per state, so they are computed once
+        per state, not once per edge (a smaller graph, the same values).
+        """
+        ops_input, bypass = self._split(x)
+        for i, op in zip(self.op_indices, self.ops, strict=True):
+            name = self.op_names[i]
+            if name in WEIGHTLESS_OPS and name not in shared:
+                shared[name] = op(ops_input)
+        if bypass is not None and self.stride > 1 and "bypass" not in shared:
+            shared["bypass"] = bypass_pool(bypass)
+
+    def call(self, x, weights, noise_keys=None, shared=None):
+        """The edge's output; ``shared``: outputs of :meth:`fill_shared` to reuse."""
+        shared = shared or {}
+        x, bypass = self._split(x)
         # One unstack instead of a slice per op keeps the graph small.
         w = tf.unstack(weights)
         terms = []
         for i, op in zip(self.op_indices, self.ops, strict=True):
-            y = op(x)
+            name = self.op_names[i]
+            y = shared[name] if name in shared else op(x)
             if i == self.dropout_index and noise_keys is not None:
                 y = hashed_dropout(y, noise_keys, self.salt, self.skip_dropout)
             terms.append(w[i] * y)
         out = tf.add_n(terms)
-        if k > 1:
+        if bypass is not None:
             if self.stride > 1:
-                bypass = bypass_pool(bypass)
-            out = channel_shuffle(tf.concat([out, bypass], axis=-1), k)
+                bypass = shared["bypass"] if "bypass" in shared else bypass_pool(bypass)
+            out = channel_shuffle(tf.concat([out, bypass], axis=-1), self.partial_channels)
         return out
 
 
@@ -383,14 +408,19 @@ class SearchCell(keras.layers.Layer):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         op_weights = tf.unstack(weights)
         scales = tf.unstack(edge_weights) if edge_weights is not None else None
+        # Per state, the outputs of its weightless ops (see MixedOp.call).
+        shared = [{}, {}]
         offset = 0
         for _ in range(self.steps):
             terms = []
             for j, h in enumerate(states):
-                y = self.edges[offset + j](h, op_weights[offset + j], noise_keys)
+                edge = self.edges[offset + j]
+                edge.fill_shared(h, shared[j])
+                y = edge(h, op_weights[offset + j], noise_keys, shared[j])
                 terms.append(y if scales is None else scales[offset + j] * y)
             offset += len(states)
             states.append(tf.add_n(terms))
+            shared.append({})
         return tf.concat(states[-self.multiplier :], axis=-1)
 
 

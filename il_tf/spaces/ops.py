@@ -200,6 +200,16 @@ class Conv(keras.layers.Layer):
         p = _pad_amount(self.kernel_size, self.dilation)
         s, d = self.stride, self.dilation
         kernel = tf.cast(self.kernel, x.dtype)
+        if self.kernel_size == 1 and s == 1 and not self.depthwise:
+            # A 1×1 convolution is a matrix product over the channels. On small
+            # feature maps the CPU's matmul kernel costs a fraction of the convolution
+            # kernel (whose per-call overhead dominates there); on large ones they are
+            # equal (docs/benchmarks.md §6).
+            y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel[0, 0])
+            h, w = x.shape[1], x.shape[2]
+            if h is None or w is None:
+                return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.filters]], 0))
+            return tf.reshape(y, [-1, h, w, self.filters])
         if s == 1:
             # Stride 1: TF's SAME padding is symmetric for odd effective kernels.
             padding, x_in = "SAME", x
