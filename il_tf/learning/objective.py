@@ -65,17 +65,11 @@ class LossStats(NamedTuple):
     count: tf.Tensor
 
 
-def data_loss(
-    model: SearchModel,
-    arch: Mapping[str, tf.Tensor],
-    enc: Tensors,
-    head: Tensors,
-    learner: int,
-    batch: Batch,
+def head_loss(
+    model: SearchModel, head: Tensors, learner: int, features: tf.Tensor, labels: tf.Tensor
 ) -> tuple[tf.Tensor, LossStats]:
-    """Cross-entropy of one learner's batch, scaled by the global batch size."""
-    images, labels = batch
-    logits = model.logits(arch, enc, head, learner, images)
+    """Cross-entropy of learner ``learner``'s head on ``features``, scaled by the global batch."""
+    logits, _ = model.heads[learner].stateless_call(head, [], features)
     labels = tf.cast(labels, tf.int32)
     if logits.dtype in (tf.float16, tf.bfloat16):
         # Mixed precision: the loss (and so every hypergradient) stays in float32.
@@ -87,6 +81,20 @@ def data_loss(
     )
     count = tf.cast(tf.shape(labels)[0], tf.float32)
     return loss, LossStats(tf.cast(tf.reduce_sum(per_example), tf.float32), correct, count)
+
+
+def data_loss(
+    model: SearchModel,
+    arch: Mapping[str, tf.Tensor],
+    enc: Tensors,
+    head: Tensors,
+    learner: int,
+    batch: Batch,
+) -> tuple[tf.Tensor, LossStats]:
+    """Cross-entropy of one learner's batch, scaled by the global batch size."""
+    images, labels = batch
+    features, _ = model.encoder.stateless_call(enc, [], images, arch)
+    return head_loss(model, head, learner, features, labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +160,104 @@ def loss_hvp(
         dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vector, strict=True)])
     u_arch, u_weights = outer.gradient(dot, (arch, weights), unconnected_gradients=ZERO)
     return cross_replica_sum((u_arch, u_weights))
+
+
+# The exact Hessian-vector product one segment at a time. The encoder is a chain of
+# segments s_i = F_i(s_{i-1}; w_i, A) (``il_tf/spaces/space.py``) and a learner's loss
+# is h(s_n; H). For the direction v = (v_w, v_H) (zero on A), a forward sweep carries
+# the tangents ṡ_i = dF_i · (ṡ_{i-1}, v_i); a backward sweep carries the adjoint
+# ḡ_i = ∂L/∂s_i and its tangent ġ_i. With ψ_i = ⟨ḡ_i, F_i⟩ and χ_i = ⟨ġ_i, F_i⟩,
+#     ḡ_{i-1} = ∇_s ψ_i,   (ġ_{i-1}, u_{w_i}, u_A^i) = ∇_{(s, w, A)} [⟨∇ψ_i, (ṡ_{i-1}, v_i, 0)⟩ + χ_i],
+# and u = (u_w, u_H), Σ_i u_A^i are ∇²_{x,x}L·v and ∇²_{A,x}L·v: exactly :func:`loss_hvp`,
+# with the memory of one segment's second-order graph (plus the states between segments).
+
+
+def _inner(a: Sequence[tf.Tensor], b: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Σ ⟨a_i, b_i⟩ over two equally long lists of tensors."""
+    return tf.add_n([tf.reduce_sum(x * tf.cast(y, x.dtype)) for x, y in zip(a, b, strict=True)])
+
+
+def segment_tangent(
+    apply: Callable[[Sequence[tf.Tensor], Tensors], Tensors],
+    state: Tensors,
+    weights: Tensors,
+    state_tangent: Tensors | None,
+    weight_tangent: Tensors,
+) -> tuple[Tensors, Tensors]:
+    """(F(state, weights), its directional derivative along the tangents).
+
+    ``apply(state, weights)`` is one segment; ``state_tangent`` None means the state is a
+    constant (the images). The derivative is a transposed transpose (two reverse passes):
+    the vector-Jacobian product is linear in its cotangent, whose gradient is the JVP.
+    """
+    inputs = (weights,) if state_tangent is None else (state, weights)
+    tangents = (weight_tangent,) if state_tangent is None else (state_tangent, weight_tangent)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            inner.watch(inputs)
+            # Through an op even where a state passes through: in eager mode a target
+            # that is itself a source gets a gradient the outer tape does not see.
+            out = [tf.identity(o) for o in apply(state, weights)]
+        cotangent = [tf.zeros_like(o) for o in out]
+        outer.watch(cotangent)
+        grads = inner.gradient(out, inputs, output_gradients=cotangent, unconnected_gradients=ZERO)
+        dot = _inner(tf.nest.flatten(grads), tf.nest.flatten(tangents))
+    return out, outer.gradient(dot, cotangent, unconnected_gradients=ZERO)
+
+
+def segment_adjoint(
+    apply: Callable[[Sequence[tf.Tensor], Tensors, Tensors], Tensors],
+    state: Tensors,
+    weights: Tensors,
+    arch: Tensors,
+    state_tangent: Tensors | None,
+    weight_tangent: Tensors,
+    adjoint: Tensors,
+    adjoint_tangent: Tensors,
+) -> tuple[Tensors | None, Tensors | None, Tensors, Tensors]:
+    """One segment of the backward sweep (see above): (ḡ_in, ġ_in, u_w, u_A) on this replica.
+
+    ``apply(state, weights, arch)`` is the segment; ``adjoint``/``adjoint_tangent`` are ḡ
+    and ġ of its output. With ``state_tangent`` None (the first segment) the state is a
+    constant and ḡ_in, ġ_in are None.
+    """
+    first = state_tangent is None
+    inputs = (weights, arch) if first else (state, weights, arch)
+    with tf.GradientTape() as outer:
+        outer.watch(inputs)
+        with tf.GradientTape() as inner:
+            inner.watch(inputs)
+            out = [tf.identity(o) for o in apply(state, weights, arch)]
+            psi = _inner(out, adjoint)
+        grads = inner.gradient(psi, inputs, unconnected_gradients=ZERO)
+        direction = (weight_tangent,) if first else (state_tangent, weight_tangent)
+        total = _inner(tf.nest.flatten(grads[:-1]), tf.nest.flatten(direction)) + _inner(
+            out, adjoint_tangent
+        )
+    second = outer.gradient(total, inputs, unconnected_gradients=ZERO)
+    if first:
+        return None, None, second[0], second[1]
+    return grads[0], second[0], second[1], second[2]
+
+
+def head_adjoint(
+    loss_fn: Callable[[tf.Tensor, Tensors], tf.Tensor],
+    features: tf.Tensor,
+    head: Tensors,
+    features_tangent: tf.Tensor,
+    head_tangent: Tensors,
+) -> tuple[tf.Tensor, tf.Tensor, Tensors]:
+    """The loss end of the backward sweep: (ḡ_n, ġ_n, u_H) for ``loss_fn(features, head)``."""
+    inputs = (features, head)
+    with tf.GradientTape() as outer:
+        outer.watch(inputs)
+        with tf.GradientTape() as inner:
+            inner.watch(inputs)
+            loss = loss_fn(features, head)
+        g_features, g_head = inner.gradient(loss, inputs, unconnected_gradients=ZERO)
+        total = _inner([g_features], [features_tangent]) + _inner(g_head, head_tangent)
+    u_features, u_head = outer.gradient(total, inputs, unconnected_gradients=ZERO)
+    return g_features, u_features, u_head
 
 
 def fd_radius(vector: Tensors) -> tf.Tensor:

@@ -7,7 +7,7 @@ and the tests all call it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -35,14 +35,6 @@ class SearchModel:
 
     def arch_tensors(self) -> Tensors:
         return [tf.identity(v.value) for v in self.arch.arch_variables]
-
-    def logits(
-        self, arch: Mapping[str, tf.Tensor], enc: Tensors, head: Tensors, learner: int, images
-    ) -> tf.Tensor:
-        """Learner ``learner``'s logits with the given weights (no side effects)."""
-        features, _ = self.encoder.stateless_call(enc, [], images, arch)
-        logits, _ = self.heads[learner].stateless_call(head, [], features)
-        return logits
 
 
 def build_search_model(

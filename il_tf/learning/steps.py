@@ -29,6 +29,7 @@ import tensorflow as tf
 from il_tf.learning import objective
 from il_tf.learning.objective import ChainSettings, LossStats
 from il_tf.learning.search_model import SearchModel
+from il_tf.spaces.space import apply_with_weights
 
 LINKS = ("exact", "finite_difference")
 
@@ -46,8 +47,35 @@ class WeightLayout:
 
     def unpack(self, flat: tf.Tensor) -> list[tf.Tensor]:
         """The list of tensors that :meth:`pack` made ``flat`` from."""
+        if not self.sizes:
+            return []
         parts = tf.split(flat, self.sizes) if len(self.sizes) > 1 else [flat]
         return [tf.reshape(p, s) for p, s in zip(parts, self.shapes, strict=True)]
+
+
+def _segment_ranges(variables: Sequence, segments: Sequence) -> list[tuple[int, int]]:
+    """(offset, size) of each segment's weights in the flat encoder vector."""
+    offsets, offset = {}, 0
+    for v in variables:
+        offsets[id(v)] = offset
+        offset += int(np.prod(v.shape))
+    ranges, covered = [], 0
+    for seg in segments:
+        size = sum(int(np.prod(v.shape)) for v in seg.variables)
+        start = offsets[id(seg.variables[0])] if seg.variables else covered
+        if start != covered:
+            raise ValueError(
+                "a supernet's segments must own consecutive runs of its trainable variables, "
+                f"in order (il_tf/spaces/space.py); a segment starts at {start}, not {covered}"
+            )
+        ranges.append((start, size))
+        covered += size
+    if covered != offset:
+        raise ValueError(
+            f"the supernet's segments own {covered} of its {offset} trainable weights; every "
+            "weight must belong to one segment (il_tf/spaces/space.py)"
+        )
+    return ranges
 
 
 def _add_body(_key, *values):
@@ -96,6 +124,9 @@ class StepFunctions:
         self.jit_compile = jit_compile
         self.encoder_layout = WeightLayout(model.encoder.trainable_variables)
         self.head_layouts = [WeightLayout(h.trainable_variables) for h in model.heads]
+        self.segments = model.encoder.segments()
+        self.segment_layouts = [WeightLayout(seg.variables) for seg in self.segments]
+        self.segment_ranges = _segment_ranges(model.encoder.trainable_variables, self.segments)
         # Heads of the same configuration share traces: a step is traced once per
         # kind of stage, not once per learner.
         signatures = [_head_signature(h) for h in model.heads]
@@ -184,6 +215,75 @@ class StepFunctions:
     def _eval_body(self, kind, arch, enc, head, batch):
         _, stats = self.stage_loss_fn((kind,), (batch,))(arch, [enc, head])
         return (stats,)
+
+    def _segment_apply(self, i: int, images, state, weights, arch):
+        encoder = self.model.encoder
+        return apply_with_weights(
+            self.segments[i],
+            self.segment_layouts[i].unpack(weights),
+            tuple(state),
+            self.model.arch.as_dict(arch),
+            encoder.segment_context(images),
+        )
+
+    def _segment_slice(self, i: int, flat):
+        start, size = self.segment_ranges[i]
+        return flat[start : start + size]
+
+    def _tangent_body(self, i, enc, v_enc, arch, images, state, tangent):
+        def apply(state, weights):
+            return self._segment_apply(i, images, state, weights, arch)
+
+        out, out_tangent = objective.segment_tangent(
+            apply,
+            list(state),
+            self._segment_slice(i, enc),
+            None if i == 0 else list(tangent),
+            self._segment_slice(i, v_enc),
+        )
+        return tuple(out), tuple(out_tangent)
+
+    def _segment_adjoint_body(self, i, enc, v_enc, arch, images, state, tangent, adj, adj_tan):
+        def apply(state, weights, arch):
+            return self._segment_apply(i, images, state, weights, arch)
+
+        adj_in, adj_tan_in, u_weights, u_arch = objective.segment_adjoint(
+            apply,
+            list(state),
+            self._segment_slice(i, enc),
+            list(arch),
+            None if i == 0 else list(tangent),
+            self._segment_slice(i, v_enc),
+            list(adj),
+            list(adj_tan),
+        )
+        if i == 0:
+            return u_weights, u_arch
+        return tuple(adj_in), tuple(adj_tan_in), u_weights, u_arch
+
+    def _head_adjoint_body(self, kind, state, tangent, head, v_head, labels):
+        def loss_fn(features, head):
+            layout = self.head_layouts[kind]
+            return objective.head_loss(self.model, layout.unpack(head[0]), kind, features, labels)[
+                0
+            ]
+
+        (features,), (features_tangent,) = state, tangent
+        adj, adj_tan, (u_head,) = objective.head_adjoint(
+            loss_fn, features, [head], features_tangent, [v_head]
+        )
+        return (adj,), (adj_tan,), u_head
+
+    def _exact_finish_body(self, _key, u_pieces, u_arch, u_heads, v_enc, v_heads, lr):
+        lr = tf.cast(lr, v_enc.dtype)
+        # Per learner of the stage, its segments' pieces of u_W, in encoder order.
+        u_enc = tf.add_n([tf.concat(pieces, axis=0) for pieces in u_pieces])
+        u_arch = [tf.add_n(list(parts)) for parts in zip(*u_arch, strict=True)]
+        u_arch, u_enc, u_heads = objective.cross_replica_sum((u_arch, u_enc, list(u_heads)))
+        v_enc, v_heads, v_anchor = objective.adjoint_step(
+            v_enc, v_heads, u_enc, u_heads, lr, self.settings
+        )
+        return v_enc, tuple(v_heads), v_anchor, objective.arch_step_term(u_arch, lr)
 
     def _val_loss_body(self, kind, arch, enc, head, batch):
         loss, _ = self.stage_loss_fn((kind,), (batch,))(arch, [enc, head])
@@ -277,6 +377,8 @@ class StepFunctions:
         v_enc, v_heads = v[0], tuple(v[1])
         heads, batches = tuple(heads), tuple(batches)
         if link == "exact":
+            return self._segmented_exact(learners, arch, enc, heads, batches, lr, v_enc, v_heads)
+        if link == "exact_whole":
             fn = self._function("exact_link", self.kinds(learners), self._exact_link_body)
             return fn(arch, enc, heads, batches, lr, v_enc, v_heads)
         if link != "finite_difference":
@@ -289,6 +391,42 @@ class StepFunctions:
         g_minus = self.gradient(learners, arch, *minus, batches)[:3]
         fn = self._function("fd_link", n, self._fd_link_body)
         return fn(g_plus, g_minus, eps, v_enc, v_heads, lr)
+
+    def _segmented_exact(self, learners, arch, enc, heads, batches, lr, v_enc, v_heads):
+        """The exact link one segment at a time (``objective.segment_adjoint``).
+
+        Per learner of the stage: a forward sweep keeps each segment's input state and
+        its tangent, a backward sweep turns the loss's adjoint into u = ∇²L·v, segment
+        by segment; only one segment's second-order graph is alive at a time.
+        """
+        u_pieces, u_arch, u_heads = [], [], []
+        last = len(self.segments) - 1
+        for k, head, v_head, (images, labels) in zip(
+            learners, heads, v_heads, batches, strict=True
+        ):
+            states, tangents = [(images,)], [None]
+            for i in range(last + 1):
+                fn = self._function("segment_tangent", i, self._tangent_body)
+                state, tangent = fn(enc, v_enc, arch, images, states[-1], tangents[-1])
+                states.append(state)
+                tangents.append(tangent)
+            fn = self._function("head_adjoint", self._kind[k], self._head_adjoint_body)
+            adj, adj_tan, u_head = fn(states[-1], tangents[-1], head, v_head, labels)
+            pieces = [None] * (last + 1)
+            for i in range(last, -1, -1):
+                fn = self._function("segment_adjoint", i, self._segment_adjoint_body)
+                out = fn(enc, v_enc, arch, images, states[i], tangents[i], adj, adj_tan)
+                if i:
+                    adj, adj_tan, pieces[i], u_a = out
+                else:
+                    pieces[i], u_a = out
+                u_arch.append(u_a)
+                # The states and tangents behind us are no longer needed.
+                states[i + 1] = tangents[i + 1] = None
+            u_pieces.append(tuple(pieces))
+            u_heads.append(u_head)
+        fn = self._function("exact_finish", (len(learners), len(u_arch)), self._exact_finish_body)
+        return fn(tuple(u_pieces), tuple(u_arch), tuple(u_heads), v_enc, v_heads, lr)
 
     def unrolled(self, schedule, arch, enc, heads, train_batches, val_batches, lr):
         """dL^val/dA through the whole chain as one graph: (per-replica ∂A, host stats).

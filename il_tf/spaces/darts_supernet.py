@@ -28,6 +28,7 @@ one batch see the same mask; finite differences see no mask noise).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import keras
@@ -44,6 +45,7 @@ from il_tf.spaces.ops import (
     max_pool,
     relu_conv_bn,
 )
+from il_tf.spaces.space import Segment, run_segments
 
 EdgeOps = tuple[tuple[str, ...], ...]
 # Ops without weights whose output depends on the input (and stride) only.
@@ -555,21 +557,41 @@ class DartsSupernet(keras.layers.Layer):
         return shapes
 
     def call(self, images, arch: Mapping[str, tf.Tensor]):
-        dtype = images.dtype
-        weights, edge_weights = {}, {}
-        for kind in ("normal", "reduce"):
-            weights[kind] = tf.nn.softmax(tf.cast(arch[kind], dtype), axis=-1)
-            edge_weights[kind] = (
-                edge_normalization_weights(tf.cast(arch[f"beta_{kind}"], dtype), self.steps)
-                if self.edge_normalization
-                else None
-            )
-        keys = example_keys(images, self.dropout_seed) if self.skip_dropout > 0 else None
-        s0 = s1 = self.stem_bn(self.stem_conv(images))
-        for cell in self.cells:
-            kind = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell(s0, s1, weights[kind], edge_weights[kind], keys)
-        return tf.reduce_mean(s1, axis=[1, 2])
+        return run_segments(self, images, arch)
+
+    def segment_context(self, images):
+        """Per-example keys of the skip-connect dropout masks (None without dropout)."""
+        if self.skip_dropout <= 0:
+            return None
+        # The keys hash the pixels as the stem sees them (in the compute dtype).
+        return example_keys(tf.cast(images, self.compute_dtype), self.dropout_seed)
+
+    def segments(self) -> list[Segment]:
+        """Stem, one segment per cell (state: the two last cell outputs), global pooling."""
+        return [
+            Segment(self.stem_conv.trainable_variables, self._stem),
+            *(
+                Segment(cell.trainable_variables, functools.partial(self._cell, cell))
+                for cell in self.cells
+            ),
+            Segment([], _global_pool),
+        ]
+
+    def _stem(self, state, arch, context):
+        (images,) = state
+        x = self.stem_bn(self.stem_conv(tf.cast(images, self.compute_dtype)))
+        return x, x
+
+    def _cell(self, cell, state, arch, context):
+        s0, s1 = state
+        kind = "reduce" if cell.reduction else "normal"
+        weights = tf.nn.softmax(tf.cast(arch[kind], s1.dtype), axis=-1)
+        edge_weights = (
+            edge_normalization_weights(tf.cast(arch[f"beta_{kind}"], s1.dtype), self.steps)
+            if self.edge_normalization
+            else None
+        )
+        return s1, cell(s0, s1, weights, edge_weights, context)
 
     def derive(self, arch: Mapping[str, np.ndarray]) -> genotypes_lib.Genotype:
         """The discrete genotype of architecture logits (DARTS rule; β and the cap if set)."""
@@ -581,6 +603,11 @@ class DartsSupernet(keras.layers.Layer):
             multiplier=self.multiplier,
             max_skip_normal=self.max_skip_normal,
         )
+
+
+def _global_pool(state, arch, context):
+    """The features: the last state's spatial mean."""
+    return (tf.reduce_mean(state[-1], axis=[1, 2]),)
 
 
 def reduction_cell_indices(num_cells: int) -> tuple[int, ...]:

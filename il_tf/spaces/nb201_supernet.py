@@ -26,6 +26,7 @@ Any input size works, odd ones included (stride-2 layers give ceil(H/2)).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import keras
@@ -52,6 +53,7 @@ from il_tf.spaces.ops import (
     get_activation,
     relu_conv_bn,
 )
+from il_tf.spaces.space import Segment, run_segments
 
 __all__ = [
     "NB201MixedOp",
@@ -311,12 +313,36 @@ class NB201Supernet(keras.layers.Layer):
         return {"cell": (NB201_NUM_EDGES, len(self.op_names))}
 
     def call(self, images, arch: Mapping[str, tf.Tensor]):
-        weights = tf.nn.softmax(tf.cast(arch["cell"], images.dtype), axis=-1)
-        x = self.stem_bn(self.stem_conv(images))
-        for block in self.blocks:
-            x = block(x, weights) if isinstance(block, NB201SearchCell) else block(x)
-        x = self.last_activation(self.last_bn(x))
-        return tf.reduce_mean(x, axis=[1, 2])
+        return run_segments(self, images, arch)
+
+    def segment_context(self, images):
+        """None: the NAS-Bench-201 supernet has no per-example randomness."""
+        return None
+
+    def segments(self) -> list[Segment]:
+        """Stem, one segment per cell or reduction block, the last BN and pooling."""
+        return [
+            Segment(self.stem_conv.trainable_variables, self._stem),
+            *(
+                Segment(block.trainable_variables, functools.partial(self._block, block))
+                for block in self.blocks
+            ),
+            Segment([], self._head),
+        ]
+
+    def _stem(self, state, arch, context):
+        (images,) = state
+        return (self.stem_bn(self.stem_conv(tf.cast(images, self.compute_dtype))),)
+
+    def _block(self, block, state, arch, context):
+        (x,) = state
+        if isinstance(block, NB201SearchCell):
+            return (block(x, tf.nn.softmax(tf.cast(arch["cell"], x.dtype), axis=-1)),)
+        return (block(x),)
+
+    def _head(self, state, arch, context):
+        (x,) = state
+        return (tf.reduce_mean(self.last_activation(self.last_bn(x)), axis=[1, 2]),)
 
     def derive(self, arch: Mapping[str, np.ndarray]) -> NB201Genotype:
         """The discrete cell of the logits: each edge keeps its strongest op.

@@ -10,11 +10,16 @@ reports and the benchmarks rely on nothing else of a space.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+#: A supernet's state between two segments: a tuple of tensors.
+State = tuple
 
 
 @runtime_checkable
@@ -59,12 +64,68 @@ class SearchSpace(Protocol):
 
     def __call__(self, images: tf.Tensor, arch: Mapping[str, tf.Tensor]) -> tf.Tensor: ...
 
+    def segments(self) -> list[Segment]:
+        """The forward pass as a chain of :class:`Segment` s (``images`` to features)."""
+        ...
+
+    def segment_context(self, images: tf.Tensor) -> Any:
+        """What every segment reads besides the state (a constant of the images), or None."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One piece of a supernet's forward pass: a state in, a state out, its own weights.
+
+    The first segment takes ``(images,)``, the last returns ``(features,)``; a
+    supernet's ``call`` is the chain of its segments. ``apply(state, arch, context)``
+    reads ``variables`` (a contiguous run of the supernet's trainable variables) and
+    no others, so the exact Hessian-vector products of the chain hypergradient can
+    be taken one segment at a time (``il_tf/learning/objective.py``).
+    """
+
+    variables: Sequence[keras.Variable]
+    apply: Callable[[State, Mapping[str, tf.Tensor], Any], State]
+
+
+def run_segments(
+    supernet: SearchSpace, images: tf.Tensor, arch: Mapping[str, tf.Tensor]
+) -> tf.Tensor:
+    """The supernet's features: its segments applied in order (what ``call`` computes)."""
+    context = supernet.segment_context(images)
+    state = (images,)
+    for segment in supernet.segments():
+        state = segment.apply(state, arch, context)
+    (features,) = state
+    return features
+
+
+def apply_with_weights(
+    segment: Segment,
+    weights: Sequence[tf.Tensor],
+    state: State,
+    arch: Mapping[str, tf.Tensor],
+    context: Any,
+) -> State:
+    """``segment.apply`` with ``weights`` in place of its variables' values (no side effects)."""
+    mapping = list(zip(segment.variables, weights, strict=True))
+    with keras.StatelessScope(state_mapping=mapping):
+        return tuple(segment.apply(state, arch, context))
+
 
 def check_space(supernet: Any, where: str) -> SearchSpace:
     """Returns ``supernet`` if it implements :class:`SearchSpace`, else a clear ValueError."""
     missing = [
         name
-        for name in ("space", "genotype_type", "op_names", "arch_shapes", "derive")
+        for name in (
+            "space",
+            "genotype_type",
+            "op_names",
+            "arch_shapes",
+            "derive",
+            "segments",
+            "segment_context",
+        )
         if not hasattr(supernet, name)
     ]
     if missing:
