@@ -225,6 +225,7 @@ def export(
             f"export directory {export_dir} exists and is not empty; choose a new one "
             f"(TF Serving expects MODEL_BASE/<version number>)"
         )
+    read_run_settings(workdir)  # a training run directory, before its lock is touched
     with rundir.locked(workdir):
         trained = load_trained_model(workdir, checkpoint)
     module = ServingModule(trained, top_k)

@@ -72,6 +72,7 @@ CONFIG_FILE = "config.gin"
 LOCK_FILE = ".lock"
 FORMAT = "il_tf.run/v2"
 KINDS = ("search", "progressive_search", "train", "tune")
+_KIND_NAMES = {"progressive_search": "progressive search", "train": "training", "tune": "tuning"}
 # Training work directories before run.json held a history (read, then upgraded).
 _TRAIN_FORMAT_V1 = "il_tf.train_run/v1"
 
@@ -635,7 +636,10 @@ def read_settings(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
     """The current settings of the ``kind`` run in ``path`` (RunDirError when there is none)."""
     path = Path(path)
     if not (path / RUN_FILE).is_file():
-        raise RunDirError(f"{path} is not a {kind} run directory: {path / RUN_FILE} is missing")
+        raise RunDirError(
+            f"{path} is not a {_KIND_NAMES.get(kind, kind)} run directory: "
+            f"{path / RUN_FILE} is missing"
+        )
     run = RunDir(path, kind, chief=False)
     run.record = run._read()
     settings = run.settings()

@@ -179,9 +179,7 @@ def test_restart_check_names_every_difference_and_extends_only_when_asked(tmp_pa
     more = {**settings, "epochs": 4}
     with pytest.raises(RunDirError, match="epochs 2 -> 4.*pass --extend"):
         _start(path, more, extendable=["epochs"])
-    assert _start(path, more, "second\n", extendable=["epochs"], extend=True) == {
-        "epochs": [2, 4]
-    }
+    assert _start(path, more, "second\n", extendable=["epochs"], extend=True) == {"epochs": [2, 4]}
     # The extended run is the reference now; fewer epochs are refused even with --extend.
     assert _start(path, more, "second\n", extendable=["epochs"]) == {}
     with pytest.raises(RunDirError, match="epochs 4 -> 3.*epochs can only grow"):
