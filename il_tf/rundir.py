@@ -507,6 +507,7 @@ class RunDir:
         extendable: Sequence[str] = (),
         extend: bool = False,
         extend_flag: str = "--extend",
+        legacy_settings: Mapping[str, Any] | None = None,
     ) -> dict[str, list[Any]]:
         """Compares this start's ``settings`` with the run's; returns what changed.
 
@@ -514,6 +515,9 @@ class RunDir:
         except those in ``free`` (they may change) and those in ``extendable`` that grow
         while ``extend`` is True. A new directory accepts any settings. Nothing is
         written. Returns ``{name: [old, new]}`` of the accepted changes (for ``run.json``).
+        A directory of an older il_tf that recorded fewer settings (``{"fingerprint":
+        ...}``) is compared with ``legacy_settings`` (default: ``settings``), in the
+        settings both hold.
         """
         settings = jsonable(dict(settings))
         self._settings = settings
@@ -521,8 +525,9 @@ class RunDir:
         self.changed = {}
         if old is None:
             return {}
-        before, after = flatten(old), flatten(settings)
         legacy = self.record is not None and self.record.get("legacy")
+        compared = jsonable(dict(legacy_settings)) if legacy and legacy_settings else settings
+        before, after = flatten(old), flatten(compared)
         refused, not_extended, wrong_way = [], [], []
         for name in sorted(set(before) | set(after)):
             if legacy and (name not in before or name not in after):
@@ -571,12 +576,11 @@ class RunDir:
         self.begun = True
         if not self.chief:
             return
-        record = self.record or {
-            "format": FORMAT,
-            "kind": self.kind,
-            "settings": self._settings,
-            "starts": [],
-        }
+        record = self.record
+        if record is None or record.get("legacy"):
+            record = {"format": FORMAT, "kind": self.kind, "settings": self._settings, "starts": []}
+            if self.record is not None:
+                record["note"] = "started by an older il_tf, which kept no history of its starts"
         record = {**record, "starts": list(record.get("starts", []))}
         number = len(record["starts"]) + 1
         start: dict[str, Any] = {

@@ -230,7 +230,7 @@ def test_progressive_stages_shrink_ops_per_edge_and_grow_depth(full_run):
         assert len({tuple(o) for o in stages[i]["ops_normal"]}) > 1
     # Each stage's search ran the supernet it was given: depth and α shapes.
     for i, stage in enumerate(stages, start=1):
-        run = json.loads((workdir / f"stage_{i}" / "run.json").read_text())["fingerprint"]
+        run = json.loads((workdir / f"stage_{i}" / "run.json").read_text())["settings"]
         assert run["supernet"]["arch"] == {
             "normal": [14, stage["num_ops"]],
             "reduce": [14, stage["num_ops"]],
