@@ -40,7 +40,9 @@ Guarantees:
   real work. A start that fails before ``begin`` removes what it created (the lock file,
   the directory itself when it made it).
 - **Files are whole and readable.** Writes go to a temporary file in the same folder,
-  then ``os.replace``: a crash leaves the old file or the new one. Files get mode
+  then ``os.replace``: a crash leaves the old file or the new one (the next start
+  removes the temporary files, and TensorFlow's ``ckpt-N_temp`` folders, that a killed
+  process left). Files get mode
   ``0666 & ~umask`` (as ``open`` would), not ``mkstemp``'s 0600, so a model server
   running as another user can read them.
 - **Disk errors are one line.** Every ``OSError`` (and TensorFlow's I/O errors) on the
@@ -73,6 +75,10 @@ LOCK_FILE = ".lock"
 FORMAT = "il_tf.run/v2"
 KINDS = ("search", "progressive_search", "train", "tune")
 _KIND_NAMES = {"progressive_search": "progressive search", "train": "training", "tune": "tuning"}
+# Temporary files of write_text carry this mark (a start removes those a killed one left).
+_TMP_MARK = "il_tf-"
+# TensorFlow writes a checkpoint into DIR/ckpt-N_temp/ first (left behind by a kill).
+_CHECKPOINT_TEMP = re.compile(r"^ckpt-\d+_temp$")
 # Training work directories before run.json held a history (read, then upgraded).
 _TRAIN_FORMAT_V1 = "il_tf.train_run/v1"
 
@@ -138,7 +144,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     make_dirs(path.parent)
     with io_errors(path):
         while True:
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            tmp = path.with_name(f".{path.name}.{_TMP_MARK}{secrets.token_hex(4)}.tmp")
             try:
                 # 0o666: the kernel applies the umask, as for any new file.
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -196,6 +202,26 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
                 raise
         finally:
             os.close(fd)
+
+
+def remove_partial_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Removes what killed writes left under ``root``; returns the paths removed.
+
+    The temporary files of :func:`write_text` and TensorFlow's ``ckpt-N_temp`` folders
+    (the finished files were never touched: the rename that publishes a write is its
+    last step). Only safe while no other process writes there: under the lock.
+    """
+    removed = []
+    for path in sorted(Path(root).rglob("*")):
+        name = path.name
+        if path.is_file() and name.startswith(".") and f".{_TMP_MARK}" in name:
+            if name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        elif path.is_dir() and _CHECKPOINT_TEMP.match(name):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
@@ -576,6 +602,8 @@ class RunDir:
         self.begun = True
         if not self.chief:
             return
+        with io_errors(self.path, "clean up"):
+            remove_partial_files(self.path)
         record = self.record
         if record is None or record.get("legacy"):
             record = {"format": FORMAT, "kind": self.kind, "settings": self._settings, "starts": []}

@@ -229,3 +229,20 @@ def test_first_format_training_records_are_read(tmp_path):
     with RunDir(tmp_path, "train") as run:
         with pytest.raises(RunDirError, match="train.epochs 2 -> 3"):
             run.check({**settings, "train": {"epochs": 3}})
+
+
+def test_a_start_removes_what_killed_writes_left(tmp_path):
+    _start(tmp_path, {"a": 1})
+    leftovers = [
+        tmp_path / ".genotype.json.il_tf-0a1b2c3d.tmp",
+        tmp_path / "genotypes" / ".epoch_001.json.il_tf-00000000.tmp",
+        tmp_path / "checkpoints" / "ckpt-7_temp" / "part-00000-of-00001.data-00000-of-00001",
+    ]
+    kept = [tmp_path / "checkpoints" / "ckpt-6.index", tmp_path / ".keep.tmp"]
+    for path in leftovers + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    _start(tmp_path, {"a": 1})
+    assert not any(p.exists() for p in leftovers)
+    assert not (tmp_path / "checkpoints" / "ckpt-7_temp").exists()
+    assert all(p.exists() for p in kept)

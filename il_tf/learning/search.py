@@ -518,8 +518,12 @@ class _Run:
                 for train, arch_val in zip(*stats, strict=True)
             ]
         )
-        with rundir.io_errors(self.manager.directory, "write the checkpoint to"):
-            self.manager.save(checkpoint_number=it)
+        try:
+            with rundir.io_errors(self.manager.directory, "write the checkpoint to"):
+                self.manager.save(checkpoint_number=it)
+        except rundir.RunDirError:
+            rundir.remove_partial_files(self.manager.directory)  # the last checkpoint stays
+            raise
 
     def _running_stats(self, it: int) -> tuple[list[RunningStats], list[RunningStats]]:
         """The epoch's statistics so far: restored mid-epoch, empty at an epoch's start."""

@@ -362,8 +362,12 @@ class _Run:
 
     def _save(self, manager: tf.train.CheckpointManager) -> None:
         self.trainer.step.assign(self.step)
-        with rundir.io_errors(manager.directory, "write the checkpoint to"):
-            manager.save(checkpoint_number=self.step)
+        try:
+            with rundir.io_errors(manager.directory, "write the checkpoint to"):
+                manager.save(checkpoint_number=self.step)
+        except rundir.RunDirError:
+            rundir.remove_partial_files(manager.directory)  # the last checkpoint stays
+            raise
 
     def train(self) -> dict[str, Any]:
         """Trains to the end (or for ``steps_per_run`` steps); returns the results record."""
