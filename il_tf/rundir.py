@@ -19,9 +19,11 @@ it, the files this module owns mean the same thing:
                   A dead process holds no lock; the file then names the last holder.
 ================  ==========================================================================
 
-The files the tools write themselves (``genotype.json``, ``metrics.jsonl``,
-``results.json``, ``checkpoints/``, ...) are listed by each tool (README, "Workdir
-files"); every JSON result goes through :func:`write_json` / :func:`write_text`.
+The files the runs write themselves (``genotype.json``, ``metrics.jsonl``,
+``results.json``, ``checkpoints/``, ...) are listed where they are written
+(``il_tf/learning/search.py``, ``il_tf/learning/reporting.py``,
+``il_tf/training/loop.py``, ``il_tf/tuning/tuner.py``) and in the README; every JSON
+result goes through :func:`write_json` / :func:`write_text`.
 
 Guarantees:
 

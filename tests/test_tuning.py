@@ -375,6 +375,13 @@ def test_random_nb201_reports_looked_up_accuracies(tmp_path, nb201_table_path):
             "TuneConfig.nb201_table '/nonexistent/t.json.gz' is not a file",
         ),
         ({"objective": "train_test_top1"}, "set TuneConfig.train_learner"),
+        (
+            {
+                "objective": "train_best_top1",
+                "train_learner": digits_learner("t", [0, 1], val_fraction=0.0),
+            },
+            "holds out no validation data",
+        ),
         ({"hyperparameters": {"lambda": [0.1]}}, "unknown setting 'lambda'"),
         ({"hyperparameters": {"method": ["first_order", "magic"]}}, "value 'magic' makes an"),
         ({"hyperparameters": {"rounds": {"min": 3, "max": 1}}}, r"hyperparameters\['rounds'\]"),
