@@ -244,13 +244,18 @@ def _stage_record(
     }
 
 
-def _check_stage_record(stage_dir: Path, record: dict) -> None:
-    """Refuses a stage directory whose ``stage.json`` holds other settings (reads only)."""
+def _check_stage_record(stage_dir: Path, record: dict, extend: bool = False) -> None:
+    """Refuses a stage directory whose ``stage.json`` holds other settings (reads only).
+
+    With ``extend``, the stage's epochs may grow.
+    """
     path = stage_dir / STAGE_FILE
     if path.is_file():
         previous = rundir.read_json(path, "stage record")
-        if previous != record:
-            changed = sorted(k for k in record if previous.get(k) != record[k])
+        changed = sorted(k for k in record if previous.get(k) != record[k])
+        if extend and changed == ["epochs"] and record["epochs"] > previous["epochs"]:
+            return
+        if changed:
             raise ProgressiveError(
                 f"{stage_dir} holds a stage with other settings ({', '.join(changed)} differ); "
                 "resume it with its own config or use a new --workdir"
@@ -368,7 +373,8 @@ def _run_stages(
     for i in range(progressive.num_stages):
         stage_dir = _stage_dir(workdir, i)
         record = _stage_record(progressive, i, normal, reduce)
-        _check_stage_record(stage_dir, record)
+        extend_stage = extend and i == progressive.num_stages - 1
+        _check_stage_record(stage_dir, record, extend_stage)
         stages.append({**record, "workdir": str(stage_dir)})
         finished = _finished_metadata(stage_dir, progressive.epochs[i])
         if finished is None:
@@ -388,10 +394,10 @@ def _run_stages(
                 stage_dir,
                 strategy,
                 stop_after=remaining,
-                extend=extend and i == progressive.num_stages - 1,
+                extend=extend_stage,
                 on_begin=begin,
             )
-            if chief and not (stage_dir / STAGE_FILE).is_file():
+            if chief:  # the stage has run: its record (new, or with more epochs)
                 rundir.write_json(stage_dir / STAGE_FILE, record)
             if remaining is not None:
                 remaining -= _iterations_done(stage_dir) - before
