@@ -105,6 +105,8 @@ def _reason(error: BaseException, path: str | os.PathLike[str] | None = None) ->
         # TensorFlow wraps the cause: "{{function_node ...}} PATH; CAUSE [Op:SaveV2]".
         reason = re.sub(r"\{\{[^}]*\}\}\s*", "", reason)
         reason = re.sub(r"\s*\[Op:[^\]]*\].*$", "", reason, flags=re.S)
+        # ... where PATH is TensorFlow's temporary file: the cause is what matters.
+        reason = re.sub(r"^/\S+; ", "", reason.strip())
     return " ".join(reason.split())
 
 

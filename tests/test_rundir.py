@@ -246,3 +246,22 @@ def test_a_start_removes_what_killed_writes_left(tmp_path):
     assert not any(p.exists() for p in leftovers)
     assert not (tmp_path / "checkpoints" / "ckpt-7_temp").exists()
     assert all(p.exists() for p in kept)
+
+
+def test_tensorflow_io_errors_become_one_line(tmp_path):
+    import tensorflow as tf
+
+    message = (
+        "{{function_node __wrapped__SaveV2_dtypes_3_device_/job:localhost/replica:0/task:0/"
+        "device:CPU:0}} /w/checkpoints/ckpt-1_temp/part-00000-of-00001.data-00000-of-00001"
+        ".tempstate349; No space left on device [Op:SaveV2]"
+    )
+    with (
+        pytest.raises(RunDirError) as e,
+        rundir.io_errors("/w/checkpoints", "write the checkpoint to"),
+    ):
+        raise tf.errors.ResourceExhaustedError(None, None, message)
+    assert str(e.value) == "cannot write the checkpoint to /w/checkpoints: No space left on device"
+    # Other errors pass through unchanged.
+    with pytest.raises(KeyError), rundir.io_errors(tmp_path):
+        raise KeyError("not an I/O error")
