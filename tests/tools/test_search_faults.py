@@ -121,6 +121,25 @@ def test_a_workdir_under_a_file_is_a_one_line_error(tmp_path):
     assert (tmp_path / "file").read_text() == ""
 
 
+def test_a_data_error_writes_nothing(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()  # an empty workdir stays empty; no config.gin, no run.json, no lock
+    bad = [
+        "--gin_bindings=low/Learner.source = @ImageFolderSource()",
+        f"--gin_bindings=ImageFolderSource.root = '{tmp_path / 'no_such_folder'}'",
+    ]
+    proc = subprocess.run(
+        command(workdir) + bad,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=ENV,
+        timeout=300,
+    )
+    assert "no_such_folder" in error_line(proc)
+    assert list(workdir.iterdir()) == []
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, options: str):
     """A tmpfs at ``path`` (needs root); skips the test when it cannot be mounted."""
