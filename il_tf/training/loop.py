@@ -246,19 +246,19 @@ class _Summaries:
     """TensorBoard writers (no-ops on workers other than the chief)."""
 
     def __init__(self, workdir: Path) -> None:
-        if distribute.is_chief():
-            root = workdir / TENSORBOARD_DIR
-            self.train = tf.summary.create_file_writer(str(root / "train"))
-            self.eval = tf.summary.create_file_writer(str(root / "eval"))
-        else:
-            self.train = self.eval = tf.summary.create_noop_writer()
+        self.root = workdir / TENSORBOARD_DIR
+        with rundir.io_errors(self.root, "write"):
+            if distribute.is_chief():
+                self.train = tf.summary.create_file_writer(str(self.root / "train"))
+                self.eval = tf.summary.create_file_writer(str(self.root / "eval"))
+            else:
+                self.train = self.eval = tf.summary.create_noop_writer()
 
-    @staticmethod
-    def write(writer, step: int, scalars: Mapping[str, float]) -> None:
-        with writer.as_default(step=step):
+    def write(self, writer, step: int, scalars: Mapping[str, float]) -> None:
+        with rundir.io_errors(self.root, "write"), writer.as_default(step=step):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
-        writer.flush()
+            writer.flush()
 
 
 def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -337,8 +337,7 @@ class _Run:
         self.best = tf.train.CheckpointManager(
             self.trainer.model_checkpoint, str(run.scratch(BEST_DIR)), max_to_keep=1
         )
-        with rundir.io_errors(self.workdir / TENSORBOARD_DIR, "write"):
-            self.summaries = _Summaries(self.workdir)
+        self.summaries = _Summaries(self.workdir)
         self.progress = config.progress
         if self.progress == "auto":
             self.progress = "bar" if sys.stdout.isatty() else "epoch"

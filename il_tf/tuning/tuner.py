@@ -484,7 +484,9 @@ def run_tuning(
         run.check(config.fingerprint())
         tuner = ILTuner(config, project_dir)
         run.begin(config_text)
-        return _search(tuner, config)
+        # keras-tuner's own files (oracle.json, trial.json, ...) are written by it.
+        with rundir.io_errors(project_dir, "write to"):
+            return _search(tuner, config)
 
 
 def _search(tuner: ILTuner, config: TuneConfig) -> TuningResult:
