@@ -502,7 +502,7 @@ class _Run:
         if metrics.is_file():
             with rundir.io_errors(metrics, "read"):
                 lines = metrics.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line and json.loads(line)["iteration"] <= it]
+            kept = [line for line in lines if _record_iteration(line) <= it]
             if kept != lines:
                 rundir.write_text(metrics, "".join(f"{line}\n" for line in kept))
 
@@ -715,6 +715,14 @@ class _Run:
                 record, genotype, arch, metadata, float(self.engine.weight_optimizer.learning_rate)
             )
         return record
+
+
+def _record_iteration(line: str) -> float:
+    """The iteration of a ``metrics.jsonl`` line (infinite for a line cut short by a crash)."""
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _all_finite(strategy: tf.distribute.Strategy, images) -> bool:
