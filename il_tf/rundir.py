@@ -44,9 +44,8 @@ Guarantees:
 - **Files are whole and readable.** Writes go to a temporary file in the same folder,
   then ``os.replace``: a crash leaves the old file or the new one (the next start
   removes the temporary files, and TensorFlow's ``ckpt-N_temp`` folders, that a killed
-  process left). Files get mode
-  ``0666 & ~umask`` (as ``open`` would), not ``mkstemp``'s 0600, so a model server
-  running as another user can read them.
+  process left). Files get mode ``0666 & ~umask`` (as ``open`` would), not
+  ``mkstemp``'s 0600, so a model server running as another user can read them.
 - **Disk errors are one line.** Every ``OSError`` (and TensorFlow's I/O errors) on the
   directory becomes a :class:`RunDirError` naming the path and the cause; the tools print
   it as ``error: ...`` and exit 1.
