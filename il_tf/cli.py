@@ -98,11 +98,3 @@ def workdir_for(workdir: str | None, gin_files: Sequence[str], kind: str) -> Pat
     stem = Path(gin_files[-1]).stem if gin_files else kind
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{kind}-{stem}-{stamp}"
-
-
-def save_config(workdir: Path, config_text: str) -> None:
-    """Writes the operative gin config next to the run (kept from the first start)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "config.gin"
-    if not path.exists():
-        path.write_text(config_text)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,9 +34,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from il_tf import rundir
 from il_tf.models.networks import GenotypeNetwork, NetworkConfig, build_network
 from il_tf.spaces.genotypes import genotype_from_json_dict
-from il_tf.training import workdir as wd
+from il_tf.training.loop import BEST_DIR, LAST_DIR, read_run_settings
 from il_tf.training.step import weights_checkpoint
 
 BYTES_SIGNATURE = "serving_default"
@@ -69,16 +72,17 @@ def load_trained_model(workdir: str | os.PathLike[str], checkpoint: str = "best"
 
     Args:
       workdir: a work directory of ``tools/train.py``.
-      checkpoint: "best" (best evaluation top-1; falls back to "last" when the run never
-        evaluated), "last", or a checkpoint path prefix.
+      checkpoint: "best" (best validation top-1; the last checkpoint when the run kept no
+        best one: it has no validation split, or never evaluated), "last", or a checkpoint
+        path prefix.
     """
     workdir = Path(workdir)
-    record = wd.read_run_record(workdir)
+    record = read_run_settings(workdir)
     if checkpoint in CHECKPOINT_CHOICES:
         path = None
         if checkpoint == "best":
-            path = tf.train.latest_checkpoint(str(workdir / wd.BEST_DIR))
-        path = path or tf.train.latest_checkpoint(str(workdir / wd.LAST_DIR))
+            path = tf.train.latest_checkpoint(str(workdir / BEST_DIR))
+        path = path or tf.train.latest_checkpoint(str(workdir / LAST_DIR))
         if path is None:
             raise ValueError(f"{workdir} holds no checkpoint yet (train first)")
     elif tf.io.gfile.exists(f"{checkpoint}.index"):
@@ -207,7 +211,11 @@ def export(
 
     ``export_dir`` must not exist or be empty (TF Serving wants ``MODEL_BASE/<version>``,
     e.g. ``models/darts/1``). The TFLite model's outputs are checked against the SavedModel
-    on random images.
+    on random images. The training run's directory is locked while it is read (a run still
+    training there makes this fail at once). The export is written to a temporary folder
+    beside ``export_dir`` and renamed: a failed export leaves nothing behind; files and
+    folders get the modes the umask gives. Raises ValueError for bad arguments and
+    ``rundir.RunDirError`` (a ValueError) when a directory cannot be used.
     """
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
@@ -217,22 +225,31 @@ def export(
             f"export directory {export_dir} exists and is not empty; choose a new one "
             f"(TF Serving expects MODEL_BASE/<version number>)"
         )
-    trained = load_trained_model(workdir, checkpoint)
+    read_run_settings(workdir)  # a training run directory, before its lock is touched
+    with rundir.locked(workdir):
+        trained = load_trained_model(workdir, checkpoint)
     module = ServingModule(trained, top_k)
-    tmp = export_dir.with_name(f".{export_dir.name}.partial")
-    if tmp.exists():
-        tf.io.gfile.rmtree(str(tmp))
+    created = rundir.make_dirs(export_dir.parent)
+    tmp = None
     try:
-        tflite_difference = _write_export(tmp, trained, module, workdir, tflite)
+        with rundir.io_errors(export_dir, "write the export to"):
+            # A fresh folder per export (two exports never share one); mkdtemp makes it
+            # 0700, which a model server running as another user could not read.
+            tmp = Path(
+                tempfile.mkdtemp(prefix=f".{export_dir.name}.partial-", dir=export_dir.parent)
+            )
+            rundir.chmod_as_umask(tmp)
+            tflite_difference = _write_export(tmp, trained, module, workdir, tflite)
+            if export_dir.exists():
+                export_dir.rmdir()
+            os.replace(tmp, export_dir)
     except BaseException:
         # Nothing half-written is left behind (export_dir itself was never touched).
-        if tmp.exists():
-            tf.io.gfile.rmtree(str(tmp))
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
-    if export_dir.exists():
-        export_dir.rmdir()
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, export_dir)
     return ExportResult(
         saved_model=export_dir,
         tflite=export_dir / TFLITE_FILE if tflite else None,
@@ -275,7 +292,7 @@ def _write_export(
         tflite_path.write_bytes(convert_to_tflite(tmp))
         difference = compare_tflite(tmp, tflite_path, trained.image_shape)
         info["tflite"] = {"file": TFLITE_FILE, "max_abs_difference": difference}
-    wd.write_json_atomically(tmp / EXPORT_INFO_FILE, info)
+    rundir.write_json(tmp / EXPORT_INFO_FILE, info)
     return difference
 
 

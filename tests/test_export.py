@@ -198,6 +198,25 @@ def test_export_refuses_a_used_directory_and_bad_checkpoints(exported, tmp_path)
         export(workdir, result.saved_model)
     with pytest.raises(ValueError, match="checkpoint must be one of"):
         export(workdir, tmp_path / "x", checkpoint="newest")
-    with pytest.raises(ValueError, match="not a training work directory"):
+    with pytest.raises(ValueError, match="is not a training run directory"):
         export(tmp_path, tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_export_files_follow_the_umask_and_nothing_partial_is_left(exported):
+    _, result = exported
+    mask = os.umask(0)
+    os.umask(mask)
+    assert result.saved_model.stat().st_mode & 0o777 == 0o777 & ~mask
+    for name in (EXPORT_INFO_FILE, TFLITE_FILE, "saved_model.pb"):
+        assert (result.saved_model / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    assert [p.name for p in result.saved_model.parent.iterdir()] == ["1"]
+
+
+def test_export_fails_at_once_while_a_run_holds_the_workdir(exported, tmp_path):
+    from il_tf.rundir import RunDir, RunDirError
+
+    workdir, _ = exported
+    with RunDir(workdir, "train"), pytest.raises(RunDirError, match="is in use by another run"):
+        export(workdir, tmp_path / "z")
+    assert not (tmp_path / "z").exists()

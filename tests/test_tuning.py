@@ -15,6 +15,7 @@ import pytest
 
 from il_tf.learning.search import SearchError, SearchResult
 from il_tf.nb201_lookup import NB201_ACCURACY_FIELDS, NB201Table
+from il_tf.rundir import RunDirError
 from il_tf.spaces.genotypes import (
     GENOTYPE_OPS,
     Genotype,
@@ -125,8 +126,10 @@ def test_other_settings_in_the_project_are_refused(search_tuning):
         hyperparameters={"proximity": [0.1, 0.01]},
         search=config.search,
     )
-    with pytest.raises(TuningError, match="other settings .*hyperparameters"):
+    before = (project / "run.json").read_bytes()
+    with pytest.raises(RunDirError, match="other settings: hyperparameters"):
         run_tuning(other, project)
+    assert (project / "run.json").read_bytes() == before
 
 
 # ------------------------------------------------------------------------------ fake searches
@@ -201,6 +204,27 @@ def test_raising_max_trials_extends_a_finished_tuning(tmp_path, monkeypatch):
     run_tuning(fake_config(max_trials=2), tmp_path / "p")
     result = run_tuning(fake_config(max_trials=3), tmp_path / "p")
     assert result.trials_run == 1 and len(result.trials) == 3 and len(calls) == 3
+
+
+def test_overwrite_starts_the_project_anew(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tuner_lib, "run_search", fake_search(calls))
+    run_tuning(fake_config(max_trials=2), tmp_path / "p")
+    result = run_tuning(fake_config(max_trials=1, seed=5), tmp_path / "p", overwrite=True)
+    assert result.trials_run == 1 and len(result.trials) == 1
+    record = json.loads((tmp_path / "p" / "run.json").read_text())
+    assert len(record["starts"]) == 1 and record["settings"]["seed"] == 5
+
+
+def test_a_project_of_an_older_version_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(tuner_lib, "run_search", fake_search([]))
+    project = tmp_path / "p"
+    project.mkdir()
+    fingerprint = fake_config(seed=1).fingerprint()
+    (project / "tuning.json").write_text(json.dumps({"fingerprint": fingerprint}))
+    with pytest.raises(RunDirError, match="seed 1 -> 2"):
+        run_tuning(fake_config(seed=2), project)
+    assert sorted(p.name for p in project.iterdir()) == ["tuning.json"]
 
 
 @pytest.mark.parametrize("oracle", ["bayesian", "grid", "hyperband"])
@@ -351,6 +375,13 @@ def test_random_nb201_reports_looked_up_accuracies(tmp_path, nb201_table_path):
             "TuneConfig.nb201_table '/nonexistent/t.json.gz' is not a file",
         ),
         ({"objective": "train_test_top1"}, "set TuneConfig.train_learner"),
+        (
+            {
+                "objective": "train_best_top1",
+                "train_learner": digits_learner("t", [0, 1], val_fraction=0.0),
+            },
+            "holds out no validation data",
+        ),
         ({"hyperparameters": {"lambda": [0.1]}}, "unknown setting 'lambda'"),
         ({"hyperparameters": {"method": ["first_order", "magic"]}}, "value 'magic' makes an"),
         ({"hyperparameters": {"rounds": {"min": 3, "max": 1}}}, r"hyperparameters\['rounds'\]"),

@@ -12,11 +12,10 @@ SavedModel). Serving with TensorFlow Serving: docs/serving.md.
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from il_tf import cli  # noqa: E402
 
@@ -43,9 +42,8 @@ def main(argv: list[str]) -> None:
         result = export(
             WORKDIR.value, EXPORT_DIR.value, CHECKPOINT.value, TOP_K.value, TFLITE.value
         )
-    except ValueError as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
+    except ValueError as e:  # bad arguments, a workdir in use or unwritable (RunDirError)
+        cli.fail(e)
     print(f"SavedModel: {result.saved_model} (weights: {result.checkpoint})")
     if result.tflite is not None:
         print(

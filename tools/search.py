@@ -3,8 +3,10 @@
     python tools/search.py --gin_file=gin_configs/quickstart.gin [--workdir=DIR]
         [--gin_bindings='SearchConfig.epochs = 5']
 
-Started again on the same workdir it resumes where it stopped. Without
-``--workdir`` a new one is made under ``runs/``. A config that binds
+Started again on the same workdir it resumes where it stopped; a workdir of a search
+with other settings is refused (--extend allows more SearchConfig.epochs), and a second
+start while the first runs fails at once, naming it. Without ``--workdir`` a new one is
+made under ``runs/``. A config that binds
 ``ProgressiveConfig`` runs a progressive (P-DARTS) search: one search per stage
 in ``WORKDIR/stage_<i>/``, the final genotype in ``WORKDIR/genotype.json``.
 """
@@ -26,6 +28,12 @@ flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, genotype
 flags.DEFINE_integer(
     "stop_after", None, "Stop (with a checkpoint) after this many iterations; rerun to resume."
 )
+flags.DEFINE_bool(
+    "extend",
+    False,
+    "Allow more epochs than the search in --workdir was started with (SearchConfig.epochs; "
+    "a progressive search's last stage).",
+)
 
 
 def main(argv):
@@ -42,14 +50,16 @@ def main(argv):
         stages = (
             cli.configured(progressive.ProgressiveConfig) if progressive.is_configured() else None
         )
-        cli.save_config(workdir, config_text)
+        common = {
+            "stop_after": FLAGS.stop_after,
+            "extend": FLAGS.extend,
+            "config_text": config_text,
+        }
         if stages is not None:
-            result = progressive.run_progressive(
-                config, stages, workdir, stop_after=FLAGS.stop_after
-            )
+            result = progressive.run_progressive(config, stages, workdir, **common)
         else:
-            result = run_search(config, workdir, stop_after=FLAGS.stop_after)
-    except (ValueError, SearchError) as e:
+            result = run_search(config, workdir, **common)
+    except (ValueError, SearchError) as e:  # settings, data, workdir (RunDirError)
         cli.fail(e)
     if result.genotype_path is not None:
         print(f"genotype: {result.genotype_path}")

@@ -5,8 +5,9 @@ r"""Trains a found cell's network from scratch and writes its test accuracy.
 
 --genotype is a genotype.json written by tools/search.py or a published name (DARTS_V1,
 DARTS_V2, PC_DARTS, P_DARTS). Run the same command again to continue an interrupted run
-(without --workdir a new one is made under runs/). Results: WORKDIR/results.json; curves:
-tensorboard --logdir WORKDIR/tensorboard.
+(without --workdir a new one is made under runs/); a run with other settings is refused,
+except more epochs with --extend, and a second start while the first runs fails at once.
+Results: WORKDIR/results.json; curves: tensorboard --logdir WORKDIR/tensorboard.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ flags.DEFINE_string(
     "genotype", None, "a genotype.json (from tools/search.py) or a published genotype name"
 )
 flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, results.json)")
+flags.DEFINE_bool(
+    "extend", False, "Allow more TrainConfig.epochs than the run in --workdir was started with."
+)
 flags.mark_flag_as_required("genotype")
 
 
@@ -42,12 +46,16 @@ def main(argv: list[str]) -> None:
     from il_tf.training.loop import train_and_evaluate
 
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
-    cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    config_text = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     workdir = cli.workdir_for(FLAGS.workdir, FLAGS.gin_file, "train")
     try:
         genotype = load_genotype(FLAGS.genotype)
-        results = cli.configured(lambda: train_and_evaluate(workdir, genotype, command=command))
-    except ValueError as e:  # bad settings, genotype or data (GenotypeError, DataError)
+        results = cli.configured(
+            lambda: train_and_evaluate(
+                workdir, genotype, command=command, config_text=config_text, extend=FLAGS.extend
+            )
+        )
+    except ValueError as e:  # bad settings, genotype, data or workdir (RunDirError)
         cli.fail(e)
     if not results["finished"]:
         print(

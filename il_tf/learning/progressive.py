@@ -15,8 +15,12 @@ it goes to ``WORKDIR/genotype.json``.
 Resuming is by construction: a stage whose ``genotype.json`` says it ran all its
 epochs is skipped (its α is read from that file, so an interrupted and an
 uninterrupted run prune from the same numbers), the current stage resumes from
-its own checkpoints, later stages have not started. ``stage.json`` in each stage
-records its depth and op sets; a workdir written with other settings is refused.
+its own checkpoints, later stages have not started. ``WORKDIR`` is a run directory
+(``il_tf.rundir``, kind ``progressive_search``: lock, ``run.json`` with the settings of
+the whole search, ``config.gin``); each stage directory is a search's run directory,
+plus ``stage.json`` (its depth and op sets, written when the stage has run). A workdir
+written with other settings is refused; ``extend`` lets a restart give the LAST stage
+more epochs (earlier stages were pruned from what the stage before found).
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import gin
@@ -33,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from il_tf import distribute
-from il_tf.learning.search import SearchConfig, SearchError, run_search
+from il_tf import distribute, rundir
+from il_tf.learning.search import FREE_SETTINGS, SearchConfig, SearchError, run_search
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.darts_supernet import derive_darts_genotype
 from il_tf.spaces.drawing import DrawingUnavailable, draw_genotype
@@ -42,6 +45,8 @@ from il_tf.spaces.genotypes import DARTS_OPS
 from il_tf.spaces.space import check_space
 
 EdgeOps = tuple[tuple[str, ...], ...]
+KIND = "progressive_search"
+STAGE_FILE = "stage.json"
 
 
 class ProgressiveError(SearchError):
@@ -239,19 +244,46 @@ def _stage_record(
     }
 
 
-def _check_stage_record(stage_dir: Path, record: dict, chief: bool) -> None:
-    path = stage_dir / "stage.json"
+def _check_stage_record(stage_dir: Path, record: dict, extend: bool = False) -> None:
+    """Refuses a stage directory whose ``stage.json`` holds other settings (reads only).
+
+    With ``extend``, the stage's epochs may grow.
+    """
+    path = stage_dir / STAGE_FILE
     if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != record:
-            changed = sorted(k for k in record if previous.get(k) != record[k])
+        previous = rundir.read_json(path, "stage record")
+        changed = sorted(k for k in record if previous.get(k) != record[k])
+        if extend and changed == ["epochs"] and record["epochs"] > previous["epochs"]:
+            return
+        if changed:
             raise ProgressiveError(
                 f"{stage_dir} holds a stage with other settings ({', '.join(changed)} differ); "
                 "resume it with its own config or use a new --workdir"
             )
-    elif chief:
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def progressive_settings(config: SearchConfig, progressive: ProgressiveConfig) -> dict:
+    """Every setting of a progressive search, as its ``run.json`` records them."""
+    search = config.settings()
+    # Set per stage.
+    for name in ("epochs", "arch_warmup_epochs"):
+        search.pop(name)
+    stages = {
+        f"stage_{i + 1}": {
+            key: value
+            for key, value in _stage_record(progressive, i, None, None).items()
+            if key not in ("stage", "ops_normal", "ops_reduce")
+        }
+        for i in range(progressive.num_stages)
+    }
+    return rundir.jsonable(
+        {
+            "search": search,
+            "ops": list(progressive.ops),
+            "max_skip_normal": progressive.max_skip_normal,
+            "stages": stages,
+        }
+    )
 
 
 def stage_config(
@@ -292,19 +324,47 @@ def run_progressive(
     workdir: str | Path,
     strategy: tf.distribute.Strategy | None = None,
     stop_after: int | None = None,
+    extend: bool = False,
+    config_text: str | None = None,
 ) -> ProgressiveResult:
     """Runs (or resumes) a progressive search in ``workdir``; see the module docstring.
 
     ``stop_after``: stop, with a checkpoint, once this many iterations (over all
-    stages) have run in this call; calling again on ``workdir`` resumes.
+    stages) have run in this call; calling again on ``workdir`` resumes. ``extend``:
+    a restart may give the last stage more epochs. ``config_text`` (the gin config) goes
+    to ``WORKDIR/config.gin``.
     """
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    strategy = strategy or distribute.make_strategy()
     _check_factory(config, progressive)
-    chief = distribute.is_chief()
+    strategy = strategy or distribute.make_strategy()
+    last = progressive.num_stages
+    with rundir.RunDir(workdir, KIND) as run:
+        run.check(
+            progressive_settings(config, progressive),
+            free=[f"search.{name}" for name in FREE_SETTINGS],
+            extendable=[f"stages.stage_{last}.epochs"],
+            extend=extend,
+        )
+
+        def begin() -> None:
+            # Recorded when a stage is about to do its first step (or all are done).
+            if not run.begun:
+                run.begin(config_text)
+
+        return _run_stages(config, progressive, run, strategy, stop_after, extend, begin)
+
+
+def _run_stages(
+    config: SearchConfig,
+    progressive: ProgressiveConfig,
+    run: rundir.RunDir,
+    strategy: tf.distribute.Strategy,
+    stop_after: int | None,
+    extend: bool,
+    begin: Callable[[], None],
+) -> ProgressiveResult:
+    workdir, chief = run.path, run.chief
     remaining = stop_after
     normal: EdgeOps | None = None  # None: the first stage's shared op list
     reduce: EdgeOps | None = None
@@ -313,7 +373,8 @@ def run_progressive(
     for i in range(progressive.num_stages):
         stage_dir = _stage_dir(workdir, i)
         record = _stage_record(progressive, i, normal, reduce)
-        _check_stage_record(stage_dir, record, chief)
+        extend_stage = extend and i == progressive.num_stages - 1
+        _check_stage_record(stage_dir, record, extend_stage)
         stages.append({**record, "workdir": str(stage_dir)})
         finished = _finished_metadata(stage_dir, progressive.epochs[i])
         if finished is None:
@@ -328,7 +389,16 @@ def run_progressive(
             )
             logging.info("progressive search: stage %d in %s", i + 1, stage_dir)
             before = _iterations_done(stage_dir)
-            result = run_search(cfg, stage_dir, strategy, stop_after=remaining)
+            result = run_search(
+                cfg,
+                stage_dir,
+                strategy,
+                stop_after=remaining,
+                extend=extend_stage,
+                on_begin=begin,
+            )
+            if chief:  # the stage has run: its record (new, or with more epochs)
+                rundir.write_json(stage_dir / STAGE_FILE, record)
             if remaining is not None:
                 remaining -= _iterations_done(stage_dir) - before
             gc.collect()
@@ -347,6 +417,7 @@ def run_progressive(
             reduce = prune_ops(alpha["reduce"], cur_reduce, keep)
         else:
             normal, reduce = cur_normal, cur_reduce
+    begin()
     arch = {k: np.asarray(v, dtype=np.float64) for k, v in meta["alpha"].items()}
     last_genotype, _ = genotypes_lib.load_genotype_with_metadata(
         _stage_dir(workdir, progressive.num_stages - 1) / "genotype.json"
@@ -377,7 +448,8 @@ def run_progressive(
         genotypes_lib.save_genotype(path, genotype, metadata)
         if config.draw:
             try:
-                draw_genotype(genotype, workdir, basename="genotype")
+                with rundir.io_errors(workdir, "write to"):
+                    draw_genotype(genotype, workdir, basename="genotype")
             except DrawingUnavailable as e:
                 logging.warning("%s", e)
                 print(f"warning: {e}", flush=True)

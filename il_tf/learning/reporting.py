@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from il_tf import rundir
 from il_tf.learning import plots
 from il_tf.learning.objective import LossStats
 from il_tf.spaces import genotypes as genotypes_lib
@@ -81,11 +81,8 @@ def write_arch_summaries(
 
 
 def append_jsonl(path: Path, record: Mapping) -> None:
-    """Appends one JSON record as a line (flushed and synced)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Appends one JSON record as a line (flushed and synced; never half a line)."""
+    rundir.append_line(path, json.dumps(record, sort_keys=True))
 
 
 class EpochWriter:

@@ -23,8 +23,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from il_tf import distribute
+from il_tf import distribute, rundir
 from il_tf.data.learners import Learner, LearnerData, build_learner_data, check_unique_names
+from il_tf.learning.arch_regularizers import BetaDecaySettings
 from il_tf.learning.engine import NonFiniteLossError, OptimizerSettings, SearchEngine
 from il_tf.learning.hypergradients import get_method
 from il_tf.learning.reporting import EpochWriter, RunningStats, softmax
@@ -35,6 +36,19 @@ from il_tf.spaces.space import SearchSpace, check_space
 from il_tf.validation import check_bool, check_int, check_number, invalid
 
 OWNER = "SearchConfig"
+KIND = "search"
+# Settings a restarted search may change: they do not change what it computes.
+FREE_SETTINGS = (
+    "checkpoint_every",
+    "keep_checkpoints",
+    "draw",
+    "nb201_table",
+    "jit_compile",
+    "graph_optimizer",
+)
+# Settings a restarted search may raise when asked to (``extend``, tools/search.py --extend).
+EXTENDABLE_SETTINGS = ("epochs",)
+METRICS_FILE = "metrics.jsonl"
 
 
 class SearchError(RuntimeError):
@@ -187,6 +201,56 @@ class SearchConfig:
             "mixed_precision": self.mixed_precision,
         }
 
+    def settings(self) -> dict:
+        """Every setting as JSON values: what ``run.json`` records and a restart must match.
+
+        The learners (their sources by description), the supernet factory with its
+        arguments and gin bindings, the optimizers, the gin-bound β-decay settings and
+        every other field.
+        """
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        record["learners"] = [_learner_settings(lr) for lr in self.learners]
+        record["supernet"] = _factory_settings(self.supernet)
+        record["optimizers"] = dataclasses.asdict(self.optimizers)
+        record["beta_decay"] = dataclasses.asdict(BetaDecaySettings())
+        return rundir.jsonable(record)
+
+
+def _plain(value):
+    """``value`` if it is plain JSON data, else a stable name for it (no memory addresses)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"type": type(value).__name__, **_plain(dataclasses.asdict(value))}
+    return getattr(value, "__name__", type(value).__name__)
+
+
+def _learner_settings(learner: Learner) -> dict:
+    record = {f.name: getattr(learner, f.name) for f in dataclasses.fields(learner)}
+    record["source"] = getattr(learner.source, "description", type(learner.source).__name__)
+    return _plain(record)
+
+
+def _factory_settings(factory) -> dict:
+    """A supernet factory's name and arguments: ``functools.partial`` keywords over its
+    gin bindings."""
+    keywords: dict = {}
+    while isinstance(factory, functools.partial):
+        keywords = {**factory.keywords, **keywords}
+        factory = factory.func
+    try:
+        bindings = dict(gin.get_bindings(factory))
+    except (ValueError, TypeError):  # not a gin configurable
+        bindings = {}
+    return {
+        "factory": getattr(factory, "__name__", type(factory).__name__),
+        "arguments": _plain({**bindings, **keywords}),
+    }
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
@@ -274,13 +338,25 @@ def build_model(config: SearchConfig, datas: Sequence[LearnerData]) -> SearchMod
 
 
 class _Run:
-    """One search run in one workdir: its data, engine, checkpoints and reports."""
+    """One start of a search in its workdir: its data, engine, checkpoints and reports."""
 
-    def __init__(self, config: SearchConfig, workdir: Path, strategy: tf.distribute.Strategy):
+    def __init__(
+        self,
+        config: SearchConfig,
+        run: rundir.RunDir,
+        strategy: tf.distribute.Strategy,
+        extend: bool = False,
+        config_text: str | None = None,
+        on_begin: Callable[[], None] | None = None,
+    ):
         self.config = config
-        self.workdir = workdir
+        self.on_begin = on_begin
+        self.run_dir = run
+        self.workdir = run.path
         self.strategy = strategy
-        self.chief = distribute.is_chief()
+        self.chief = run.chief
+        self.extend = extend
+        self.config_text = config_text
         self.schedule = config.make_schedule()
         # Built without weights (cheap): the table check needs the space before any data.
         self.nb201_table = _nb201_table(
@@ -318,91 +394,165 @@ class _Run:
             tf.zeros((len(self.datas), 2), tf.int64), trainable=False, name="data_positions"
         )
         self.seed = tf.Variable(config.seed, dtype=tf.int64, trainable=False, name="seed")
+        # The epoch's running statistics so far, per learner: the training steps' and the
+        # hypergradient's validation (loss sum, correct, count). In the checkpoint, so
+        # that a resumed epoch reports what an uninterrupted one does.
+        self.epoch_stats = tf.Variable(
+            tf.zeros((len(self.datas), 2, 3), tf.float64), trainable=False, name="epoch_stats"
+        )
         self.checkpoint = tf.train.Checkpoint(
             **self.engine.checkpoint_objects(self.names),
             iteration=self.iteration,
             data_positions=self.data_positions,
             seed=self.seed,
+            epoch_stats=self.epoch_stats,
         )
-        ckpt_dir = workdir / "checkpoints"
-        if not self.chief:
-            # Non-chief workers of a multi-worker run write throw-away copies.
-            ckpt_dir = workdir / "tmp" / f"worker_{id(self)}"
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(ckpt_dir), max_to_keep=config.keep_checkpoints
-        )
-        self.writer = (
-            EpochWriter(workdir, self.model.encoder.op_names, config.draw) if self.chief else None
-        )
+        self.manager: tf.train.CheckpointManager | None = None  # made by begin()
+        self.writer: EpochWriter | None = None
         # Whether this process has run an iteration (traced the step functions) yet.
         self._compiled = False
 
     # -- resume ----------------------------------------------------------------------
 
-    def restore_or_start(self) -> int:
-        run_file = self.workdir / "run.json"
-        # Compare in JSON form (tuples and lists alike).
+    def settings(self) -> dict:
+        """The run's settings for ``run.json``: the config's, the data sizes, the shapes."""
+        settings = self.config.settings()
+        settings["supernet"].update(
+            weights=[list(v.shape) for v in self.model.encoder.weights],
+            arch={k: list(v) for k, v in self.model.encoder.arch_shapes().items()},
+        )
+        settings["data"] = {
+            "iterations_per_epoch": self.ipe,
+            "learners": {
+                d.name: {"num_train": d.num_train, "num_val": d.num_val, "classes": d.num_classes}
+                for d in self.datas
+            },
+        }
+        return rundir.jsonable(settings)
+
+    def _legacy_settings(self) -> dict:
+        """What the first run.json format compared (``fingerprint``)."""
         fingerprint = self.config.fingerprint()
         fingerprint["supernet"] = {
             "weights": [list(v.shape) for v in self.model.encoder.weights],
             "arch": {k: list(v) for k, v in self.model.encoder.arch_shapes().items()},
         }
-        fingerprint = json.loads(json.dumps(fingerprint))
-        latest = self.manager.latest_checkpoint
-        if latest:
-            if run_file.exists():
-                previous = json.loads(run_file.read_text()).get("fingerprint")
-                if previous is not None and previous != fingerprint:
-                    changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
-                    raise SearchError(
-                        f"workdir {self.workdir} holds a search with other settings "
-                        f"({', '.join(changed)} differ); resume it with its own config "
-                        f"({self.workdir / 'config.gin'}) or use a new --workdir"
-                    )
-            self.checkpoint.restore(latest).assert_consumed()
-            it = int(self.iteration)
-            expected = self._positions(it)
-            if (self.data_positions.numpy() != expected).any() or int(
-                self.seed
-            ) != self.config.seed:
-                raise SearchError(
-                    f"checkpoint {latest} was written with another seed or data schedule "
-                    f"(data positions {self.data_positions.numpy().tolist()}, expected "
-                    f"{expected.tolist()}); use a new --workdir"
-                )
-            print(f"resumed from {latest} at iteration {it}", flush=True)
-        elif self.chief:
-            record = {
-                "fingerprint": fingerprint,
-                "iterations_per_epoch": self.ipe,
-                "total_iterations": self.total_iterations,
-            }
-            _atomic_write(run_file, json.dumps(record, indent=2))
-        return int(self.iteration)
+        return rundir.jsonable(fingerprint)
+
+    def restore(self) -> int:
+        """Checks the settings against the run's and restores its last checkpoint (reads only).
+
+        Returns the iteration to start from.
+        """
+        self.run_dir.check(
+            self.settings(),
+            free=FREE_SETTINGS,
+            extendable=EXTENDABLE_SETTINGS,
+            extend=self.extend,
+            legacy_settings=self._legacy_settings(),
+        )
+        latest = tf.train.latest_checkpoint(str(self.workdir / "checkpoints"))
+        if not latest:
+            return 0
+        with rundir.io_errors(latest, "read the checkpoint"):
+            status = self.checkpoint.restore(latest)
+            names = {name for name, _ in tf.train.list_variables(latest)}
+        if any(name.startswith("epoch_stats/") for name in names):
+            status.assert_consumed()
+        else:
+            # Written before the statistics were checkpointed.
+            status.assert_existing_objects_matched()
+            logging.warning(
+                "%s holds no running statistics: this epoch's train loss and accuracy "
+                "cover only the iterations from here on",
+                latest,
+            )
+        it = int(self.iteration)
+        expected = self._positions(it)
+        if (self.data_positions.numpy() != expected).any() or int(self.seed) != self.config.seed:
+            raise SearchError(
+                f"checkpoint {latest} was written with another seed or data schedule "
+                f"(data positions {self.data_positions.numpy().tolist()}, expected "
+                f"{expected.tolist()}); use a new --workdir"
+            )
+        if it > self.total_iterations:
+            raise SearchError(
+                f"checkpoint {latest} is at iteration {it}, past this run's "
+                f"{self.total_iterations} iterations"
+            )
+        print(f"resumed from {latest} at iteration {it}", flush=True)
+        return it
+
+    def begin(self, it: int) -> None:
+        """The start is about to do its first step: record it, open the files it writes."""
+        if self.on_begin is not None:
+            self.on_begin()
+        self.run_dir.begin(self.config_text)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            str(self.run_dir.scratch("checkpoints")),
+            max_to_keep=self.config.keep_checkpoints,
+        )
+        if not self.chief:
+            return
+        with rundir.io_errors(self.workdir, "write to"):
+            self.writer = EpochWriter(self.workdir, self.model.encoder.op_names, self.config.draw)
+        # Epochs written after the checkpoint we resume from are written again: drop them.
+        metrics = self.workdir / METRICS_FILE
+        if metrics.is_file():
+            with rundir.io_errors(metrics, "read"):
+                lines = metrics.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if _record_iteration(line) <= it]
+            if kept != lines:
+                rundir.write_text(metrics, "".join(f"{line}\n" for line in kept))
 
     def _positions(self, it: int) -> np.ndarray:
         return data_positions(self.schedule, len(self.datas), it)
 
-    def _save(self, it: int) -> None:
+    def _save(self, it: int, stats: Sequence[Sequence[RunningStats]]) -> None:
+        """Checkpoints iteration ``it`` with the epoch's running ``stats`` (train, arch_val)."""
         self.data_positions.assign(self._positions(it))
-        self.manager.save(checkpoint_number=it)
+        self.epoch_stats.assign(
+            [
+                [[s.loss_sum, s.correct, s.count] for s in (train, arch_val)]
+                for train, arch_val in zip(*stats, strict=True)
+            ]
+        )
+        try:
+            with rundir.io_errors(self.manager.directory, "write the checkpoint to"):
+                self.manager.save(checkpoint_number=it)
+        except rundir.RunDirError:
+            rundir.remove_partial_files(self.manager.directory)  # the last checkpoint stays
+            raise
+
+    def _running_stats(self, it: int) -> tuple[list[RunningStats], list[RunningStats]]:
+        """The epoch's statistics so far: restored mid-epoch, empty at an epoch's start."""
+        train = [RunningStats() for _ in self.datas]
+        arch_val = [RunningStats() for _ in self.datas]
+        if it % self.ipe:
+            for k, (t, a) in enumerate(self.epoch_stats.numpy().tolist()):
+                train[k] = RunningStats(*t)
+                arch_val[k] = RunningStats(*a)
+        return train, arch_val
 
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, stop_after: int | None = None) -> SearchResult:
         config = self.config
-        start = self.restore_or_start()
+        start = self.restore()
         inputs = _Inputs(self.datas, self.schedule, self.strategy, start)
+        self.begin(start)
         it = start
         metrics: dict = {}
         if it >= self.total_iterations:
             print(f"search in {self.workdir} already finished ({it} iterations)", flush=True)
-            records = (self.workdir / "metrics.jsonl").read_text().splitlines()
+            path = self.workdir / METRICS_FILE
+            with rundir.io_errors(path, "read"):
+                records = path.read_text().splitlines() if path.is_file() else []
             metrics = json.loads(records[-1]) if records else {}
         while it < self.total_iterations:
             epoch = it // self.ipe
-            train_stats = [RunningStats() for _ in self.datas]
-            arch_val = [RunningStats() for _ in self.datas]
+            train_stats, arch_val = self._running_stats(it)
             print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
             bar = self._progress_bar()
             while it < (epoch + 1) * self.ipe:
@@ -424,13 +574,15 @@ class _Run:
                     it - epoch * self.ipe,
                     values=[(f"{n}_loss", train_stats[k].loss) for k, n in enumerate(self.names)],
                 )
+                stats = (train_stats, arch_val)
                 if it % config.checkpoint_every == 0 and it % self.ipe:
-                    self._save(it)
+                    self._save(it, stats)
                 if stop_after is not None and it - start >= stop_after and it % self.ipe:
-                    self._save(it)
+                    self._save(it, stats)
                     return self._stopped(it, stop_after, metrics)
             metrics = self._end_of_epoch(epoch, train_stats, arch_val)
-            self._save(it)
+            # The next epoch starts with empty statistics.
+            self._save(it, self._running_stats(it))
             if stop_after is not None and it - start >= stop_after and it < self.total_iterations:
                 return self._stopped(it, stop_after, metrics)
         genotype_path = self.workdir / "genotype.json"
@@ -488,7 +640,7 @@ class _Run:
                 bad_inputs.append(f"learner {self.names[k]!r} validation batch")
         if bad_inputs:
             detail += "; NaN/inf in the input images of " + ", ".join(dict.fromkeys(bad_inputs))
-        last = self.manager.latest_checkpoint
+        last = self.manager.latest_checkpoint if self.manager else None
         kept = (
             f"the last good checkpoint {last} is intact"
             if last
@@ -558,10 +710,19 @@ class _Run:
         }
         if lookup is not None:
             metadata["nb201"] = lookup
-        self.writer.write(
-            record, genotype, arch, metadata, float(self.engine.weight_optimizer.learning_rate)
-        )
+        with rundir.io_errors(self.workdir, "write to"):
+            self.writer.write(
+                record, genotype, arch, metadata, float(self.engine.weight_optimizer.learning_rate)
+            )
         return record
+
+
+def _record_iteration(line: str) -> float:
+    """The iteration of a ``metrics.jsonl`` line (infinite for a line cut short by a crash)."""
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _all_finite(strategy: tf.distribute.Strategy, images) -> bool:
@@ -569,12 +730,6 @@ def _all_finite(strategy: tf.distribute.Strategy, images) -> bool:
         bool(tf.reduce_all(tf.math.is_finite(t)))
         for t in strategy.experimental_local_results(images)
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 @contextlib.contextmanager
@@ -599,21 +754,28 @@ def run_search(
     workdir: str | Path,
     strategy: tf.distribute.Strategy | None = None,
     stop_after: int | None = None,
+    extend: bool = False,
+    config_text: str | None = None,
+    on_begin: Callable[[], None] | None = None,
 ) -> SearchResult:
     """Runs (or resumes) the search described by ``config`` in ``workdir``.
 
-    ``stop_after``: stop, with a checkpoint, once this many iterations have run in
-    this call (for time-limited jobs); calling again on the workdir resumes.
+    The workdir is a run directory (``il_tf.rundir``): locked while the search runs (a
+    second start fails at once, naming this one), its settings in ``run.json``. A workdir
+    of a search with other settings is refused; ``extend`` lets a restart raise
+    ``epochs``. ``stop_after``: stop, with a checkpoint, once this many iterations have
+    run in this call (for time-limited jobs); calling again on the workdir resumes.
+    ``config_text`` (the gin config) goes to ``config.gin``. ``on_begin`` is called when
+    the search is about to do its first step (after every check). Raises
+    ``rundir.RunDirError`` (a ValueError) for a workdir in use, with other settings, or
+    not writable.
     """
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     strategy = strategy or distribute.make_strategy()
     started = time.time()
-    with _graph_optimizer(config.graph_optimizer):
-        run = _Run(config, workdir, strategy)
-        result = run.run(stop_after)
+    with rundir.RunDir(workdir, KIND) as run, _graph_optimizer(config.graph_optimizer):
+        result = _Run(config, run, strategy, extend, config_text, on_begin).run(stop_after)
     if result.genotype_path is not None:
         print(f"search finished in {time.time() - started:.1f} s", flush=True)
     return result

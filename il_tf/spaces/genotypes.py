@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from il_tf import rundir
 
 __all__ = [
     "DARTS",
@@ -380,11 +381,10 @@ def save_genotype(
 ) -> Path:
     """Writes ``{"genotype": genotype.to_json_dict(), **metadata}`` to ``path`` atomically.
 
-    The record goes to a temporary file in the same directory, which is then
-    renamed over ``path`` (``os.replace``), so a crash leaves either the old
-    file or the new one, never half of one. ``genotype`` is any genotype with
-    ``to_json_dict()`` (DARTS or NAS-Bench-201). Parent directories are created.
-    Returns the path written.
+    Through ``il_tf.rundir.write_text``: a crash leaves either the old file or the new
+    one, never half of one, and the file's mode follows the umask. ``genotype`` is any
+    genotype with ``to_json_dict()`` (DARTS or NAS-Bench-201). Parent directories are
+    created. Returns the path written; ``rundir.RunDirError`` when it cannot be written.
     """
     path = Path(path)
     metadata = dict(metadata or {})
@@ -392,19 +392,8 @@ def save_genotype(
         raise GenotypeError("metadata may not contain the key 'genotype' (it holds the cell)")
     record = {"genotype": genotype.to_json_dict(), **metadata}
     # Serialize first, so an unserializable value fails before anything touches the disk.
-    text = json.dumps(record, indent=2, default=_json_default) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = rundir.json_text(record, default=_json_default)
+    return rundir.write_text(path, text)
 
 
 def _looks_like_path(s: str) -> bool:

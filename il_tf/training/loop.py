@@ -1,15 +1,33 @@
 """Training a found network from scratch and measuring it: ``train_and_evaluate``.
 
-A run lives in one work directory (layout: ``il_tf.training.workdir``). It is a custom loop
-rather than ``keras.Model.fit``: the step all-reduces gradients once and clips their global
-norm (see ``il_tf.training.step``), and resuming restores the exact data position.
-Batches are a pure function of (seed, batch index) (see ``il_tf.data.learners``) and
-drop-path masks of (seed, step), so a resumed run continues exactly where the last
-checkpoint left off, mid-epoch too: the result equals that of an uninterrupted run.
+A run lives in one work directory (``il_tf.rundir`` owns ``run.json``, ``config.gin`` and
+the lock; the training's own files are listed below). It is a custom loop rather than
+``keras.Model.fit``: the step all-reduces gradients once and clips their global norm (see
+``il_tf.training.step``), and resuming restores the exact data position. Batches are a pure
+function of (seed, batch index) (see ``il_tf.data.learners``) and drop-path masks of (seed,
+step), so a resumed run continues exactly where the last checkpoint left off, mid-epoch
+too: the result equals that of an uninterrupted run.
+
+::
+
+    WORKDIR/run.json          kind "train"; settings: genotype, network, train, data (what
+                              export rebuilds the network from); the history of starts
+    WORKDIR/config.gin        the gin configuration of the first start (il_tf.rundir)
+    WORKDIR/checkpoints/      the last checkpoints (model, optimizer, step): a run started
+                              again on the same WORKDIR continues from the newest one
+    WORKDIR/best/             the weights with the best VALIDATION top-1 so far (+ best.json);
+                              only when the learner holds out validation data
+    WORKDIR/tensorboard/      train and eval scalars (``tensorboard --logdir WORKDIR``)
+    WORKDIR/results.json      test top-1 / top-5 of the last checkpoint, parameters,
+                              multiply-adds, genotype, epochs, the command
+
+Model selection never looks at the test split: without validation data (``val_fraction
+= 0``) no "best" checkpoint is kept, the last checkpoint is the result (and what
+``tools/export.py`` exports), and test accuracy during training is only logged.
 
 Distribution comes from ``il_tf.distribute.make_strategy()``: MirroredStrategy over the
 local GPUs (or the CPU), MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster
-(every worker runs the same command; only the chief writes files).
+(every worker runs the same command; only the chief writes files and holds the lock).
 """
 
 from __future__ import annotations
@@ -29,15 +47,20 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from il_tf import distribute
+from il_tf import distribute, rundir
 from il_tf.data.learners import Learner, LearnerData, build_learner_data
 from il_tf.models.flops import complexity
 from il_tf.models.networks import NetworkConfig
 from il_tf.spaces.genotypes import Genotype, load_genotype
 from il_tf.training import lr_schedule as schedules
-from il_tf.training import workdir as wd
 from il_tf.training.step import Trainer
 
+KIND = "train"
+RESULTS_FILE = "results.json"
+LAST_DIR = "checkpoints"
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+TENSORBOARD_DIR = "tensorboard"
 MIXED_PRECISION_POLICIES = (None, "mixed_float16", "mixed_bfloat16")
 # Settings that may differ when a run is restarted (they do not change what is computed).
 RESTART_FREE_SETTINGS = (
@@ -76,8 +99,10 @@ class TrainConfig:
       steps_per_epoch: None = the learner's train examples // batch size.
       eval_every_epochs: evaluate (and update the best checkpoint) every this many epochs;
         0 = only after the last epoch.
-      eval_split: the split that picks the best checkpoint: None = "val" when the learner
-        holds out validation data (val_fraction > 0), else "test" (as the reference does).
+      eval_split: the split evaluated during training: None = "val" when the learner
+        holds out validation data (val_fraction > 0), else "test". Only "val" picks a best
+        checkpoint; "test" is logged, never used to choose weights (that would leak the
+        test set): the last checkpoint is then the result.
       eval_batch_size: None = the learner's batch size.
       checkpoint_every_steps: also checkpoint every this many steps (0 = at epoch ends only).
       log_every_steps: TensorBoard scalar interval.
@@ -192,12 +217,11 @@ def _number(
 # The run
 
 
-def run_record(
+def run_settings(
     genotype: Genotype, network: NetworkConfig, config: TrainConfig, data: LearnerData
 ) -> dict[str, Any]:
-    """What ``run.json`` holds: everything needed to rebuild, resume and export the run."""
+    """The run's settings in ``run.json``: everything needed to rebuild, resume and export it."""
     return {
-        "format": wd.RUN_FORMAT,
         "genotype": genotype.to_json_dict(),
         "network": network.to_dict(),
         "train": config.to_dict(),
@@ -222,19 +246,19 @@ class _Summaries:
     """TensorBoard writers (no-ops on workers other than the chief)."""
 
     def __init__(self, workdir: Path) -> None:
-        if distribute.is_chief():
-            root = workdir / wd.TENSORBOARD_DIR
-            self.train = tf.summary.create_file_writer(str(root / "train"))
-            self.eval = tf.summary.create_file_writer(str(root / "eval"))
-        else:
-            self.train = self.eval = tf.summary.create_noop_writer()
+        self.root = workdir / TENSORBOARD_DIR
+        with rundir.io_errors(self.root, "write"):
+            if distribute.is_chief():
+                self.train = tf.summary.create_file_writer(str(self.root / "train"))
+                self.eval = tf.summary.create_file_writer(str(self.root / "eval"))
+            else:
+                self.train = self.eval = tf.summary.create_noop_writer()
 
-    @staticmethod
-    def write(writer, step: int, scalars: Mapping[str, float]) -> None:
-        with writer.as_default(step=step):
+    def write(self, writer, step: int, scalars: Mapping[str, float]) -> None:
+        with rundir.io_errors(self.root, "write"), writer.as_default(step=step):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
-        writer.flush()
+            writer.flush()
 
 
 def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -250,15 +274,18 @@ class _Run:
 
     def __init__(
         self,
-        workdir: Path,
+        run: rundir.RunDir,
         genotype: Genotype,
         learner: Learner,
         network: NetworkConfig,
         config: TrainConfig,
         command: str | None,
+        config_text: str | None,
+        extend: bool,
     ) -> None:
-        self.workdir, self.genotype, self.network, self.config = workdir, genotype, network, config
-        self.command = command
+        self.run, self.workdir = run, run.path
+        self.genotype, self.network, self.config = genotype, network, config
+        self.command = command or rundir.default_command()
         # MultiWorkerMirroredStrategy must exist before any other TF work of the process.
         self.strategy = distribute.make_strategy()
         self.data = data = build_learner_data(learner, config.seed)
@@ -273,9 +300,14 @@ class _Run:
                 f"validation data (val_fraction={learner.val_fraction}); set val_fraction > 0 "
                 f"or eval_split='test'"
             )
-        self.record = run_record(genotype, network, config, data)
-        if (workdir / wd.RUN_FILE).exists():
-            wd.check_restart(workdir, self.record, RESTART_FREE_SETTINGS)
+        # Only validation accuracy chooses weights; test accuracy would leak the test set.
+        self.select_best = self.eval_split == "val"
+        run.check(
+            run_settings(genotype, network, config, data),
+            free=[f"train.{name}" for name in RESTART_FREE_SETTINGS],
+            extendable=["train.epochs"],
+            extend=extend,
+        )
         self.steps_per_epoch = config.steps_per_epoch or data.steps_per_epoch
         self.total_steps = config.epochs * self.steps_per_epoch
         self.eval_batch = config.eval_batch_size or data.batch_size
@@ -297,19 +329,26 @@ class _Run:
             jit_compile=config.jit_compile,
         )
         self._restore()
-        if distribute.is_chief():
-            wd.write_json_atomically(workdir / wd.RUN_FILE, self.record)
-            wd.write_text_atomically(workdir / wd.CONFIG_FILE, gin.config_str())
-        self.summaries = _Summaries(workdir)
+        # Everything that can fail on bad input has run: from here on the run writes.
+        run.begin(config_text, self.command)
+        self.last = tf.train.CheckpointManager(
+            self.trainer.checkpoint, str(run.scratch(LAST_DIR)), max_to_keep=2
+        )
+        self.best = tf.train.CheckpointManager(
+            self.trainer.model_checkpoint, str(run.scratch(BEST_DIR)), max_to_keep=1
+        )
+        self.summaries = _Summaries(self.workdir)
         self.progress = config.progress
         if self.progress == "auto":
             self.progress = "bar" if sys.stdout.isatty() else "epoch"
 
     def _restore(self) -> None:
+        """Restores the newest checkpoint, if any (reads only)."""
         trainer, workdir = self.trainer, self.workdir
-        latest = tf.train.latest_checkpoint(str(workdir / wd.LAST_DIR))
+        latest = tf.train.latest_checkpoint(str(workdir / LAST_DIR))
         if latest:
-            trainer.checkpoint.restore(latest).assert_existing_objects_matched()
+            with rundir.io_errors(latest, "read the checkpoint"):
+                trainer.checkpoint.restore(latest).assert_existing_objects_matched()
             logging.info("resuming from %s (step %d)", latest, int(trainer.step.numpy()))
         self.step = int(trainer.step.numpy())
         if self.step > self.total_steps:
@@ -317,29 +356,34 @@ class _Run:
                 f"the checkpoint {latest} is at step {self.step}, past this run's "
                 f"{self.total_steps} steps"
             )
-        self.last = tf.train.CheckpointManager(
-            trainer.checkpoint, str(wd.write_dir(workdir / wd.LAST_DIR)), max_to_keep=2
-        )
-        self.best = tf.train.CheckpointManager(
-            trainer.model_checkpoint, str(wd.write_dir(workdir / wd.BEST_DIR)), max_to_keep=1
-        )
-        best_file = workdir / wd.BEST_DIR / wd.BEST_FILE
-        self.best_info = wd.read_json(best_file, "best record") if best_file.is_file() else None
+        best_file = workdir / BEST_DIR / BEST_FILE
+        self.best_info = rundir.read_json(best_file, "best record") if best_file.is_file() else None
 
     def _save(self, manager: tf.train.CheckpointManager) -> None:
         self.trainer.step.assign(self.step)
-        manager.save(checkpoint_number=self.step)
-        wd.cleanup(manager.directory)
+        try:
+            with rundir.io_errors(manager.directory, "write the checkpoint to"):
+                manager.save(checkpoint_number=self.step)
+        except rundir.RunDirError:
+            rundir.remove_partial_files(manager.directory)  # the last checkpoint stays
+            raise
 
     def train(self) -> dict[str, Any]:
         """Trains to the end (or for ``steps_per_run`` steps); returns the results record."""
         config, data = self.config, self.data
         logging.info(
             "training %s network on %r: %d epochs x %d steps, global batch %d, %d replica(s), "
-            "best checkpoint by %r top-1",
+            "evaluating on %r",
             self.network.kind, data.name, config.epochs, self.steps_per_epoch, data.batch_size,
             self.strategy.num_replicas_in_sync, self.eval_split,
         )  # fmt: skip
+        if not self.select_best and self.progress != "none":
+            print(
+                f"no validation split (Learner {data.name!r} val_fraction="
+                f"{data.learner.val_fraction}): {self.eval_split} accuracy is only logged, no "
+                "best checkpoint is chosen by it; the last checkpoint is the result",
+                flush=True,
+            )
         stop_at = self.total_steps
         if config.steps_per_run is not None:
             stop_at = min(stop_at, self.step + config.steps_per_run)
@@ -431,12 +475,12 @@ class _Run:
         self.summaries.write(
             self.summaries.eval, self.step, {f"{split}_{k}": v for k, v in metrics.items()}
         )
-        if metrics["top1"] > float(self.trainer.best_metric.numpy()):
+        if self.select_best and metrics["top1"] > float(self.trainer.best_metric.numpy()):
             self.trainer.best_metric.assign(metrics["top1"])
             self._save(self.best)
             self.best_info = {"step": self.step, "epoch": epochs_done, "split": split, **metrics}
-            if distribute.is_chief():
-                wd.write_json_atomically(self.workdir / wd.BEST_DIR / wd.BEST_FILE, self.best_info)
+            if self.run.chief:
+                rundir.write_json(self.workdir / BEST_DIR / BEST_FILE, self.best_info)
         return f"; {split} top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}%"
 
     def _results(self) -> dict[str, Any]:
@@ -463,16 +507,16 @@ class _Run:
             "best": self.best_info,
             "command": self.command,
         }
-        if distribute.is_chief():
-            wd.write_json_atomically(self.workdir / wd.RESULTS_FILE, results)
+        if self.run.chief:
+            rundir.write_json(self.workdir / RESULTS_FILE, results)
         logging.info(
             "test top-1 %.2f%% top-5 %.2f%% -> %s",
-            test["top1"], test["top5"], self.workdir / wd.RESULTS_FILE,
+            test["top1"], test["top5"], self.workdir / RESULTS_FILE,
         )  # fmt: skip
         return results
 
 
-@gin.configurable(denylist=["workdir", "genotype", "command"])
+@gin.configurable(denylist=["workdir", "genotype", "command", "config_text", "extend"])
 def train_and_evaluate(
     workdir: str | os.PathLike[str],
     genotype: Genotype | str,
@@ -480,15 +524,20 @@ def train_and_evaluate(
     network: NetworkConfig | None = None,
     config: TrainConfig | None = None,
     command: str | None = None,
+    config_text: str | None = None,
+    extend: bool = False,
 ) -> dict[str, Any]:
     """Trains ``genotype``'s network from scratch on ``learner``; returns the results record.
 
     Continues from the newest checkpoint when ``workdir`` holds one of the same run (a
-    finished run is only evaluated again). ``network`` and ``config`` default to the DARTS
-    CIFAR settings. The record, also written to
-    ``WORKDIR/results.json``, holds test top-1 / top-5 accuracy in %, parameters and
-    multiply-adds, the genotype, the epochs and ``command``; ``finished`` is False when
-    ``config.steps_per_run`` stopped the run early (then nothing is evaluated).
+    finished run is only evaluated again); a run with other settings is refused, except
+    more epochs with ``extend``. ``network`` and ``config`` default to the DARTS CIFAR
+    settings. The record, also written to ``WORKDIR/results.json``, holds test top-1 /
+    top-5 accuracy in % of the last checkpoint, parameters and multiply-adds, the genotype,
+    the epochs and ``command``; ``finished`` is False when ``config.steps_per_run`` stopped
+    the run early (then nothing is evaluated). ``config_text`` (the gin configuration)
+    goes to ``WORKDIR/config.gin``. Raises ``rundir.RunDirError`` (a ValueError) when the
+    workdir is in use, holds other settings or cannot be written.
     """
     # Settings are checked before anything is computed or written.
     network = NetworkConfig() if network is None else network
@@ -511,9 +560,10 @@ def train_and_evaluate(
             "TrainConfig.auxiliary_weight=%s is unused: NetworkConfig.auxiliary is False",
             config.auxiliary_weight,
         )
-    workdir = Path(workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"workdir {workdir} exists and is not a directory")
-    if (workdir / wd.RUN_FILE).exists():
-        wd.read_run_record(workdir)
-    return _Run(workdir, genotype, learner, network, config, command).train()
+    with rundir.RunDir(workdir, KIND) as run:
+        return _Run(run, genotype, learner, network, config, command, config_text, extend).train()
+
+
+def read_run_settings(workdir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings of the training run in ``workdir`` (RunDirError when there is none)."""
+    return rundir.read_settings(workdir, KIND)

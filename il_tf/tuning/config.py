@@ -52,8 +52,8 @@ OBJECTIVES: dict[str, str] = {
     "its learners (mode 'search' only)",
     "train_test_top1": "test top-1 of the found or sampled cell's network after a brief "
     "training (train_and_evaluate with TuneConfig.train_learner / network / train)",
-    "train_best_top1": "best top-1 during that training on its evaluation split (the "
-    "learner's held-out validation split when val_fraction > 0, else test)",
+    "train_best_top1": "best top-1 during that training on the learner's held-out validation "
+    "split (needs TuneConfig.train_learner val_fraction > 0)",
     **{
         f"nb201_{field}": f"NAS-Bench-201 look-up of the cell's {field} accuracy "
         "(needs TuneConfig.nb201_table)"
@@ -374,6 +374,13 @@ class TuneConfig:
                 raise ValueError(
                     f"TuneConfig.objective {self.objective!r} trains the cell's network: set "
                     "TuneConfig.train_learner (gin: @train/Learner())"
+                )
+            if self.objective == "train_best_top1" and not self.train_learner.val_fraction:
+                raise ValueError(
+                    "TuneConfig.objective 'train_best_top1' is the best VALIDATION top-1 of the "
+                    "training, but TuneConfig.train_learner holds out no validation data "
+                    "(val_fraction=0; gin: train/Learner.val_fraction = 0.2); test accuracy "
+                    "never chooses (that would leak the test set)"
                 )
             if self.network is None:
                 object.__setattr__(self, "network", NetworkConfig())

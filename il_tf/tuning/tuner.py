@@ -36,6 +36,7 @@ import keras_tuner
 from absl import logging
 from keras_tuner import errors as kt_errors
 
+from il_tf import rundir
 from il_tf.learning.search import SearchError, run_search
 from il_tf.nb201_lookup import NB201_ACCURACY_FIELDS, NB201ArchNotFoundError, NB201Table
 from il_tf.spaces.genotypes import Genotype, save_genotype
@@ -51,13 +52,15 @@ from il_tf.tuning.hypermodels import (
 )
 
 TRIAL_RECORD = "il_tf_trial.json"
-TUNING_FILE = "tuning.json"
 SUMMARY_FILE = "summary.json"
+KIND = "tune"
+# Where older versions kept the settings ({"fingerprint": ...}); run.json does now.
+_LEGACY_SETTINGS_FILE = "tuning.json"
 BUDGET = TUNER_PREFIX + "epochs"  # Hyperband's budget hyperparameter
 
 
 class TuningError(RuntimeError):
-    """A tuning cannot start or finish (other settings in the project, every trial failed)."""
+    """A tuning cannot finish (every trial failed)."""
 
 
 # ------------------------------------------------------------------------------ construction
@@ -102,24 +105,11 @@ def make_oracle(config: TuneConfig) -> keras_tuner.Oracle:
 
 
 def _write_json(path: Path, record: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=repr) + "\n")
-    tmp.replace(path)
+    rundir.write_json(path, record, default=repr)
 
 
 def _mean(values: list[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
-
-
-def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the entries that differ between two JSON records."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [prefix.rstrip(".")]
 
 
 def _last_line(message: str | None) -> str:
@@ -134,7 +124,8 @@ class ILTuner(keras_tuner.Tuner):
     ``run_trial`` builds the trial's candidate with the hypermodel (a ``SearchConfig`` or a
     genotype), runs the search in the trial's directory when there is one, scores the cell
     (``config.objective``) and returns the metrics; keras-tuner's oracle maximizes the
-    objective. Use :func:`run_tuning` unless you need the tuner itself.
+    objective. Use :func:`run_tuning` unless you need the tuner itself: it also locks the
+    project directory and checks a resumed project's settings.
     """
 
     def __init__(self, config: TuneConfig, project_dir: str | Path, overwrite: bool = False):
@@ -145,18 +136,6 @@ class ILTuner(keras_tuner.Tuner):
         # Searches and trainings build TensorFlow models; table look-ups do not.
         self._builds_networks = config.mode == "search" or config.objective.startswith("train_")
         project_dir = Path(project_dir).absolute()
-        fingerprint = config.fingerprint()
-        meta_path = project_dir / TUNING_FILE
-        if not overwrite and meta_path.is_file():
-            previous = json.loads(meta_path.read_text()).get("fingerprint")
-            if previous is not None and previous != fingerprint:
-                changed = _changed_keys(previous, fingerprint)
-                raise TuningError(
-                    f"project directory {project_dir} holds a tuning with other settings "
-                    f"({', '.join(changed)} differ); resume it with its own config "
-                    f"({project_dir / 'config.gin'}), use a new --project_dir, or pass "
-                    "--overwrite to start over"
-                )
         self.table = NB201Table.load(config.nb201_table) if config.nb201_table else None
         super().__init__(
             oracle=make_oracle(config),
@@ -166,8 +145,6 @@ class ILTuner(keras_tuner.Tuner):
             overwrite=overwrite,
         )
         self.path = project_dir
-        if not meta_path.is_file():
-            _write_json(meta_path, {"fingerprint": fingerprint})
 
     # -- keras-tuner hooks ------------------------------------------------------------------
     def on_trial_begin(self, trial) -> None:
@@ -490,13 +467,29 @@ def run_tuning(
 ) -> TuningResult:
     """Runs (or resumes) the tuning described by ``config`` in ``project_dir``.
 
-    ``overwrite`` deletes an existing project first. ``config_text`` (the operative gin
-    config) is kept as ``PROJECT_DIR/config.gin`` from the first start. Raises
-    :class:`TuningError` when no trial has completed, and ValueError for bad settings.
+    The project directory is a run directory (``il_tf.rundir``): locked while the tuning
+    runs, its settings in ``run.json`` (a resumed project must have the same ones, except
+    ``max_trials`` and the other settings that do not change a trial), ``config_text``
+    (the gin config) in ``config.gin``. ``overwrite`` deletes an existing project first.
+    Raises :class:`TuningError` when no trial has completed, and ValueError for bad
+    settings (``rundir.RunDirError`` for a project in use, with other settings, or not
+    writable).
     """
-    tuner = ILTuner(config, project_dir, overwrite=overwrite)
-    if config_text is not None and not (tuner.path / "config.gin").exists():
-        (tuner.path / "config.gin").write_text(config_text)
+    if not isinstance(config, TuneConfig):
+        raise ValueError(f"config must be a TuneConfig, got {config!r}")
+    project_dir = Path(project_dir).absolute()
+    with rundir.RunDir(project_dir, KIND, legacy_files=[_LEGACY_SETTINGS_FILE]) as run:
+        if overwrite:
+            run.clear()
+        run.check(config.fingerprint())
+        tuner = ILTuner(config, project_dir)
+        run.begin(config_text)
+        # keras-tuner's own files (oracle.json, trial.json, ...) are written by it.
+        with rundir.io_errors(project_dir, "write to"):
+            return _search(tuner, config)
+
+
+def _search(tuner: ILTuner, config: TuneConfig) -> TuningResult:
     try:
         tuner.search(verbose=config.verbose)
     except RuntimeError as e:

@@ -20,6 +20,7 @@ from il_tf.learning.objective import ChainSettings
 from il_tf.learning.progressive import ProgressiveConfig, ProgressiveError, run_progressive
 from il_tf.learning.search_model import SearchModel, build_search_model
 from il_tf.learning.steps import StepFunctions
+from il_tf.rundir import RunDirError
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.architecture import Architecture
 from il_tf.spaces.darts_supernet import DartsSupernet, derive_darts_genotype
@@ -230,7 +231,7 @@ def test_progressive_stages_shrink_ops_per_edge_and_grow_depth(full_run):
         assert len({tuple(o) for o in stages[i]["ops_normal"]}) > 1
     # Each stage's search ran the supernet it was given: depth and α shapes.
     for i, stage in enumerate(stages, start=1):
-        run = json.loads((workdir / f"stage_{i}" / "run.json").read_text())["fingerprint"]
+        run = json.loads((workdir / f"stage_{i}" / "run.json").read_text())["settings"]
         assert run["supernet"]["arch"] == {
             "normal": [14, stage["num_ops"]],
             "reduce": [14, stage["num_ops"]],
@@ -306,6 +307,29 @@ def test_progressive_refuses_a_workdir_of_other_stages(full_run, tmp_path):
     )
     with pytest.raises(ProgressiveError, match="other settings .*depth"):
         run_progressive(tiny_progressive_config(), other, tmp_path)
+
+
+def test_progressive_extends_only_its_last_stage_and_only_when_asked(full_run, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(full_run.workdir, workdir)
+    longer = dataclasses.replace(TINY_PROGRESSIVE, epochs=(1, 1, 2))
+    with pytest.raises(RunDirError, match=r"stages.stage_3.epochs 1 -> 2.*pass --extend"):
+        run_progressive(tiny_progressive_config(), longer, workdir)
+    earlier = dataclasses.replace(TINY_PROGRESSIVE, epochs=(2, 1, 1))
+    with pytest.raises(RunDirError, match=r"stages.stage_1.epochs 1 -> 2"):
+        run_progressive(tiny_progressive_config(), earlier, workdir, extend=True)
+    result = run_progressive(tiny_progressive_config(), longer, workdir, extend=True)
+    _, meta = load_genotype_with_metadata(workdir / "stage_3" / "genotype.json")
+    assert meta["epoch"] == 2 and result.genotype_path == workdir / "genotype.json"
+    starts = json.loads((workdir / "run.json").read_text())["starts"]
+    assert starts[-1]["changed"] == {"stages.stage_3.epochs": [1, 2]}
+    stage_starts = json.loads((workdir / "stage_3" / "run.json").read_text())["starts"]
+    assert stage_starts[-1]["changed"] == {"epochs": [1, 2]}
+    # Stages 1 and 2 did not run again.
+    for i in (1, 2):
+        assert len(json.loads((workdir / f"stage_{i}" / "run.json").read_text())["starts"]) == 1
 
 
 def test_progressive_needs_the_darts_factory(tmp_path):

@@ -16,6 +16,7 @@ from il_tf.data.learners import Learner
 from il_tf.data.sources import DigitsSource, ImageFolderSource
 from il_tf.learning import search as search_lib
 from il_tf.learning.search import SearchConfig, SearchError, run_search
+from il_tf.rundir import RunDir, RunDirError
 from il_tf.spaces.factories import darts_supernet
 from il_tf.spaces.genotypes import Genotype, load_genotype, load_genotype_with_metadata
 
@@ -52,6 +53,16 @@ def test_stop_and_resume_reaches_the_uninterrupted_result(tmp_path):
     run_search(config, tmp_path / "resumed", stop_after=2)  # stops mid-epoch
     assert not (tmp_path / "resumed" / "genotype.json").exists()
     resumed = run_search(config, tmp_path / "resumed")
+    # The epoch's running statistics were checkpointed: every per-epoch file is identical.
+    for name in (
+        "metrics.jsonl",
+        "genotype.json",
+        "genotypes/epoch_001.json",
+        "genotypes/epoch_002.json",
+    ):
+        assert (tmp_path / "resumed" / name).read_bytes() == (
+            tmp_path / "full" / name
+        ).read_bytes(), name
     _, meta_full = load_genotype_with_metadata(full.genotype_path)
     _, meta_resumed = load_genotype_with_metadata(resumed.genotype_path)
     assert meta_full["iteration"] == meta_resumed["iteration"] == 6
@@ -94,14 +105,34 @@ def run_model_weights(config):
     return encoder.weights
 
 
+def restored(config, workdir, begin=False):
+    """A search of ``config`` on ``workdir`` checked and restored, without a step."""
+    with RunDir(workdir, "search") as run_dir:
+        run = search_lib._Run(config, run_dir, tf.distribute.get_strategy())
+        it = run.restore()
+        if begin:
+            run.begin(it)
+    return run, it
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path):
-    # A workdir with a checkpoint of one run (no step needed to write it) ...
-    run = search_lib._Run(tiny_config(), tmp_path, tf.distribute.get_strategy())
-    run.restore_or_start()
-    run._save(0)
-    # ... refuses a run with other settings, naming them.
-    with pytest.raises(SearchError, match="other settings .*method"):
-        run_search(tiny_config(method="first_order"), tmp_path)
+    # A workdir of one run (its start recorded, no step needed) ...
+    restored(tiny_config(), tmp_path, begin=True)
+
+    def files():  # the lock file names its last holder: not part of the run
+        return {p.name: p.read_bytes() for p in tmp_path.glob("*.*") if p.name != ".lock"}
+
+    before = files()
+    # ... refuses a run with other settings, naming each, old -> new, and changes nothing.
+    with pytest.raises(RunDirError) as e:
+        run_search(tiny_config(method="first_order", seed=4), tmp_path)
+    message = str(e.value)
+    assert 'method "chain_finite_difference" -> "first_order"' in message
+    assert "seed 3 -> 4" in message and "\n" not in message
+    assert files() == before
+    # More epochs only when asked for.
+    with pytest.raises(RunDirError, match="epochs 2 -> 3.*pass --extend"):
+        run_search(tiny_config(epochs=3), tmp_path)
 
 
 def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, monkeypatch):
@@ -131,8 +162,8 @@ def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, mon
     assert "ckpt-4" in message and "is intact" in message
     # The last good checkpoint restores to finite weights and architecture.
     monkeypatch.setattr(search_lib, "build_learner_data", original)
-    run = search_lib._Run(config, tmp_path, tf.distribute.get_strategy())
-    assert run.restore_or_start() == 4
+    run, it = restored(config, tmp_path)
+    assert it == 4
     for v in run.model.arch.arch_variables + run.engine.weight_variables:
         assert np.isfinite(v.numpy()).all()
 
@@ -300,8 +331,7 @@ def test_two_replicas_equal_one_device(method, mode):
 def test_mixed_bfloat16_search_keeps_alpha_float32(tmp_path):
     config = tiny_config(epochs=1, iterations_per_epoch=2, mixed_precision="mixed_bfloat16")
     run_search(config, tmp_path)
-    run = search_lib._Run(config, tmp_path, tf.distribute.get_strategy())
-    run.restore_or_start()
+    run, _ = restored(config, tmp_path)
     assert run.model.encoder.compute_dtype == "bfloat16"
     for v in run.model.arch.arch_variables:
         assert v.dtype == "float32" and np.isfinite(v.numpy()).all()

@@ -38,7 +38,7 @@ def test_nb201_bench_tiny(tmp_path, cifar10_folder, nb201_table_path):
     assert run["settings"]["partition"] == "0,1,2/3,4,5/6,7"
     run_dir = tmp_path / "il_first_order" / "seed_0"
     assert (run_dir / "genotype.json").is_file()
-    assert len(json.loads((run_dir / "run.json").read_text())["fingerprint"]["learners"]) == 3
+    assert len(json.loads((run_dir / "run.json").read_text())["settings"]["learners"]) == 3
     for png in (run_dir / "alpha.png", tmp_path / "il_first_order.png", tmp_path / "summary.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
     # A rerun resumes from runs.jsonl: the finished run is not repeated.

@@ -26,7 +26,7 @@ TINY = [
 ]
 
 
-def run_tool(workdir: Path, *bindings: str, genotype: str = "DARTS_V2"):
+def run_tool(workdir: Path, *bindings: str, genotype: str = "DARTS_V2", extra=()):
     args = [
         sys.executable,
         str(PROJECT_ROOT / "tools" / "train.py"),
@@ -35,6 +35,7 @@ def run_tool(workdir: Path, *bindings: str, genotype: str = "DARTS_V2"):
         f"--workdir={workdir}",
     ]
     args += [f"--gin_bindings={b}" for b in [*TINY, *bindings]]
+    args += list(extra)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
         args, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=600
@@ -64,8 +65,17 @@ def test_the_tool_writes_results(interrupted_then_resumed):
     assert results["genotype"]["normal"][0] == ["sep_conv_3x3", 0]
     assert "tools/train.py" in results["command"] and "--genotype=DARTS_V2" in results["command"]
     assert "test top-1" in second.stdout
-    for name in ("run.json", "config.gin", "checkpoints", "best", "tensorboard"):
+    for name in ("run.json", "config.gin", "checkpoints", "tensorboard"):
         assert (workdir / name).exists(), name
+    # No validation split: no "best" checkpoint chosen by test accuracy; the last one counts.
+    assert not (workdir / "best").exists() and results["best"] is None
+    assert results["checkpoint"] == "last"
+    assert "no validation split" in second.stdout
+    # run.json: the settings of the first start and both starts.
+    record = json.loads((workdir / "run.json").read_text())
+    assert record["kind"] == "train" and record["settings"]["train"]["steps_per_run"] == 4
+    assert [s["changed"] for s in record["starts"]] == [{}, {"train.steps_per_run": [4, None]}]
+    assert all("tools/train.py" in s["command"] for s in record["starts"])
 
 
 def test_resuming_continues_exactly(interrupted_then_resumed, tmp_path):
@@ -90,8 +100,39 @@ def test_a_different_run_on_the_same_workdir_is_refused(interrupted_then_resumed
     before = {p: p.read_bytes() for p in workdir.glob("*.json")}
     out = run_tool(workdir, genotype="DARTS_V1")
     assert out.returncode != 0
-    assert "holds a different run" in out.stderr and "genotype.normal" in out.stderr
+    assert "holds a train run with other settings" in out.stderr
+    assert "genotype.normal" in out.stderr and "Traceback" not in out.stderr
     assert {p: p.read_bytes() for p in workdir.glob("*.json")} == before
+
+
+def test_more_epochs_only_with_extend(interrupted_then_resumed, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(interrupted_then_resumed[0], workdir)
+    before = {p: p.read_bytes() for p in workdir.glob("*.json")}
+    refused = run_tool(workdir, "TrainConfig.epochs = 3")
+    assert refused.returncode == 1 and "train.epochs 2 -> 3" in refused.stderr
+    assert "--extend" in refused.stderr
+    assert {p: p.read_bytes() for p in workdir.glob("*.json")} == before
+    extended = run_tool(workdir, "TrainConfig.epochs = 3", extra=["--extend"])
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["steps"] == 9 and results["epochs"] == 3
+    starts = json.loads((workdir / "run.json").read_text())["starts"]
+    assert starts[-1]["changed"] == {"train.epochs": [2, 3]}
+    assert (workdir / f"config.{len(starts)}.gin").is_file()
+
+
+def test_a_data_error_leaves_no_workdir(tmp_path):
+    out = run_tool(
+        tmp_path / "run",
+        "Learner.source = @ImageFolderSource()",
+        f"ImageFolderSource.root = '{tmp_path / 'no_such_folder'}'",
+    )
+    assert out.returncode == 1 and "no_such_folder" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_settings_fail_before_anything_is_written(tmp_path):
