@@ -150,7 +150,12 @@ def loss_gradient(
 def loss_hvp(
     loss_fn: LossFn, arch: Tensors, weights: Tensors, vector: Tensors
 ) -> tuple[Tensors, Tensors]:
-    """Exact (∇²_{A,W} f · v, ∇²_{W,W} f · v) by reverse-over-reverse, summed over replicas."""
+    """Exact (∇²_{A,W} f · v, ∇²_{W,W} f · v) by reverse-over-reverse, summed over replicas.
+
+    The whole-network product: it keeps the forward activations and the whole first
+    backward pass alive. The chain's exact links take the same product one supernet
+    segment at a time (below); this is their reference in the tests.
+    """
     with tf.GradientTape() as outer:
         outer.watch([arch, weights])
         with tf.GradientTape() as inner:

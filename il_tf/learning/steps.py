@@ -202,16 +202,6 @@ class StepFunctions:
         )
         return v_enc, tuple(v_heads), v_anchor, objective.arch_step_term(u_arch, lr)
 
-    def _exact_link_body(self, kinds, arch, enc, heads, batches, lr, v_enc, v_heads):
-        lr = tf.cast(lr, enc.dtype)
-        u_arch, u_weights = objective.loss_hvp(
-            self.stage_loss_fn(kinds, batches), arch, [enc, *heads], [v_enc, *v_heads]
-        )
-        v_enc, v_heads, v_anchor = objective.adjoint_step(
-            v_enc, v_heads, u_weights[0], u_weights[1:], lr, self.settings
-        )
-        return v_enc, tuple(v_heads), v_anchor, objective.arch_step_term(u_arch, lr)
-
     def _eval_body(self, kind, arch, enc, head, batch):
         _, stats = self.stage_loss_fn((kind,), (batch,))(arch, [enc, head])
         return (stats,)
@@ -378,9 +368,6 @@ class StepFunctions:
         heads, batches = tuple(heads), tuple(batches)
         if link == "exact":
             return self._segmented_exact(learners, arch, enc, heads, batches, lr, v_enc, v_heads)
-        if link == "exact_whole":
-            fn = self._function("exact_link", self.kinds(learners), self._exact_link_body)
-            return fn(arch, enc, heads, batches, lr, v_enc, v_heads)
         if link != "finite_difference":
             raise ValueError(f"unknown link {link!r}; allowed: {list(LINKS)}")
         n = len(learners)
