@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -18,6 +17,7 @@ from il_tf import rundir
 from il_tf.rundir import RunDir, RunDirError
 from il_tf.spaces.genotypes import get_published, save_genotype
 
+from ._tmpfs import tmpfs
 from .conftest import PROJECT_ROOT
 
 
@@ -28,23 +28,6 @@ def umask(mask: int):
         yield
     finally:
         os.umask(previous)
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str):
-    """A small tmpfs at ``path`` (root only); skips the test when it cannot be mounted."""
-    path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 # ------------------------------------------------------------------------------ files

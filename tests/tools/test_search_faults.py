@@ -6,7 +6,6 @@ same command resumes to files identical to those of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from .._tmpfs import tmpfs
 from ..conftest import PROJECT_ROOT
 
 DRIVER = Path(__file__).resolve().parent / "_faulty_search.py"
@@ -138,21 +138,6 @@ def test_a_data_error_writes_nothing(tmp_path):
     )
     assert "no_such_folder" in error_line(proc)
     assert list(workdir.iterdir()) == []
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str):
-    """A tmpfs at ``path`` (needs root); skips the test when it cannot be mounted."""
-    path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_a_read_only_workdir_is_a_one_line_error(tmp_path):

@@ -122,10 +122,11 @@ _TWO_REPLICAS = textwrap.dedent(
 )
 
 
-def test_two_replicas_clip_the_global_gradient_and_stay_identical():
+def _run_script(code: str) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh Python (logical devices must be set before TF starts)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = subprocess.run(
-        [sys.executable, "-c", _TWO_REPLICAS],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,
@@ -133,6 +134,11 @@ def test_two_replicas_clip_the_global_gradient_and_stay_identical():
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_two_replicas_clip_the_global_gradient_and_stay_identical():
+    out = _run_script(_TWO_REPLICAS)
     result = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr)
     # One device on the whole batch: gradient = sum of the two local ones, clipped once.
     w, buf = np.array([1.0, -2.0, 3.0]), np.zeros(3)
@@ -220,14 +226,5 @@ _TRAINER_TWO_REPLICAS = textwrap.dedent(
 
 
 def test_full_train_step_under_two_replicas_in_float16():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run(
-        [sys.executable, "-c", _TRAINER_TWO_REPLICAS],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        env=env,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_script(_TRAINER_TWO_REPLICAS)
     assert out.stdout.strip().splitlines()[-1].startswith("identical"), out.stdout
