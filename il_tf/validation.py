@@ -1,65 +1,78 @@
 """Checks of config fields, with errors that name the field, the value and the gin fix.
 
-Every frozen config dataclass checks its fields with these in ``__post_init__``, so a
-bad gin binding fails before anything is computed or written, with a message such as
-``SearchConfig.rounds must be an integer >= 1, got 0 (gin: SearchConfig.rounds = ...)``.
+Every frozen config dataclass (``SearchConfig``, ``OptimizerSettings``, ``TrainConfig``,
+``Learner``, ``TuneConfig``) checks its fields with these in ``__post_init__``, so a bad
+gin binding fails before anything is computed or written, with a message such as
+``SearchConfig.rounds must be an int >= 1, got 0 (gin: SearchConfig.rounds = ...)``.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Collection
 from typing import Any
 
 
-def invalid(owner: str, field: str, requirement: str, value: Any) -> ValueError:
-    """The error of a bad field: what it must be, what it is, where to set it."""
+def invalid(
+    owner: str, field: str, requirement: str, value: Any, subject: str | None = None
+) -> ValueError:
+    """The error of a bad field: what it must be, what it is, where to set it.
+
+    ``subject`` names which one of several configs of a kind is meant (e.g. a learner).
+    """
+    of = f" for {subject}" if subject else ""
     return ValueError(
-        f"{owner}.{field} must be {requirement}, got {value!r} (gin: {owner}.{field} = ...)"
+        f"{owner}.{field} must be {requirement}, got {value!r}{of} (gin: {owner}.{field} = ...)"
     )
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_int(
-    owner: str, field: str, value: Any, minimum: int | None = None, optional: bool = False
+    owner: str,
+    field: str,
+    value: Any,
+    minimum: int | None = None,
+    optional: bool = False,
+    note: str = "",
+    subject: str | None = None,
 ) -> None:
-    """An integer (>= ``minimum`` when given); None too when ``optional``."""
+    """An int (>= ``minimum`` when given); None too when ``optional``.
+
+    ``note`` is appended to the requirement, e.g. ``" (0 = off)"``.
+    """
     if optional and value is None:
         return
     if not _is_int(value) or (minimum is not None and value < minimum):
-        what = "an integer" + ("" if minimum is None else f" >= {minimum}")
-        raise invalid(owner, field, what + (" or None" if optional else ""), value)
+        what = "an int" + ("" if minimum is None else f" >= {minimum}")
+        what += (" or None" if optional else "") + note
+        raise invalid(owner, field, what, value, subject)
 
 
 def check_number(
     owner: str,
     field: str,
     value: Any,
-    minimum: float | None = None,
-    maximum: float | None = None,
+    minimum: float = -math.inf,
+    maximum: float = math.inf,
     *,
     above_minimum: bool = False,
     below_maximum: bool = False,
+    note: str = "",
+    subject: str | None = None,
 ) -> None:
-    """A real number within the bounds (inclusive unless ``above_minimum``/``below_maximum``)."""
-    ok = _is_number(value)
-    if ok and minimum is not None:
-        ok = value > minimum if above_minimum else value >= minimum
-    if ok and maximum is not None:
-        ok = value < maximum if below_maximum else value <= maximum
+    """A finite real number in the interval (closed unless ``above_minimum``/``below_maximum``)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > minimum if above_minimum else value >= minimum) and (
+            value < maximum if below_maximum else value <= maximum
+        )
     if not ok:
-        bounds = []
-        if minimum is not None:
-            bounds.append(f"{'>' if above_minimum else '>='} {minimum}")
-        if maximum is not None:
-            bounds.append(f"{'<' if below_maximum else '<='} {maximum}")
-        raise invalid(owner, field, " ".join(["a number", " and ".join(bounds)]).strip(), value)
+        interval = f"{'(' if above_minimum else '['}{minimum:g}, {maximum:g}{')' if below_maximum else ']'}"
+        raise invalid(owner, field, f"a number in {interval}{note}", value, subject)
 
 
 def check_bool(owner: str, field: str, value: Any) -> None:

@@ -35,6 +35,7 @@ from il_tf.data.augment import (
 )
 from il_tf.data.errors import DataError
 from il_tf.data.sources import DigitsSource, Source, SplitReader
+from il_tf.validation import check_int, check_number
 
 EVAL_SPLITS = ("train", "val", "test")
 # Fixed seed of the sample of images the normalization is estimated from: it does not depend
@@ -89,20 +90,24 @@ class Learner:
                 f"{where}: source must be a Source (TfdsSource, ImageFolderSource, "
                 f"DigitsSource), got {self.source!r}"
             )
-        _check_int(where, "batch_size", self.batch_size, minimum=1)
-        _check_int(where, "crop_padding", self.crop_padding, minimum=0)
-        _check_int(where, "cutout_length", self.cutout_length, minimum=0, note=" (0 = off)")
+        subject = f"learner {self.name!r}"
+        check_int("Learner", "batch_size", self.batch_size, 1, subject=subject)
+        check_int("Learner", "crop_padding", self.crop_padding, 0, subject=subject)
+        check_int(
+            "Learner", "cutout_length", self.cutout_length, 0, note=" (0 = off)", subject=subject
+        )
         if self.channels not in (1, 3) or isinstance(self.channels, bool):
             raise ValueError(f"{where}: channels must be 1 or 3, got {self.channels!r}")
-        if (
-            not isinstance(self.val_fraction, numbers.Real)
-            or isinstance(self.val_fraction, bool)
-            or not 0.0 <= self.val_fraction < 1.0
-        ):
-            raise ValueError(
-                f"{where}: val_fraction must be a number in [0, 1) (the fraction of the train "
-                f"split held out for validation), got {self.val_fraction!r}"
-            )
+        check_number(
+            "Learner",
+            "val_fraction",
+            self.val_fraction,
+            0.0,
+            1.0,
+            below_maximum=True,
+            note=" (the fraction of the train split held out for validation)",
+            subject=subject,
+        )
         object.__setattr__(self, "image_size", _image_size(where, self.image_size))
         if self.classes is not None and not isinstance(self.classes, str):
             object.__setattr__(self, "classes", tuple(self.classes))  # gin gives lists

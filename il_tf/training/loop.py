@@ -33,8 +33,6 @@ local GPUs (or the CPU), MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import os
 import sys
 import time
@@ -54,6 +52,7 @@ from il_tf.models.networks import NetworkConfig
 from il_tf.spaces.genotypes import Genotype, load_genotype
 from il_tf.training import lr_schedule as schedules
 from il_tf.training.step import Trainer
+from il_tf.validation import check_bool, check_int, check_number
 
 KIND = "train"
 RESULTS_FILE = "results.json"
@@ -72,6 +71,9 @@ RESTART_FREE_SETTINGS = (
     "progress",
     "steps_per_run",
 )
+
+
+OWNER = "TrainConfig"
 
 
 @gin.configurable
@@ -136,26 +138,31 @@ class TrainConfig:
     steps_per_run: int | None = None
 
     def __post_init__(self) -> None:
-        _int("epochs", self.epochs, 1)
-        _int("seed", self.seed, 0)
-        _int("eval_every_epochs", self.eval_every_epochs, 0, " (0 = only at the end)")
-        _int("checkpoint_every_steps", self.checkpoint_every_steps, 0, " (0 = epoch ends)")
-        _int("log_every_steps", self.log_every_steps, 1)
-        if self.steps_per_epoch is not None:
-            _int("steps_per_epoch", self.steps_per_epoch, 1, " or None")
-        if self.steps_per_run is not None:
-            _int("steps_per_run", self.steps_per_run, 1, " or None")
-        if self.eval_batch_size is not None:
-            _int("eval_batch_size", self.eval_batch_size, 1, " or None")
-        _number("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        _number("lr_min", self.lr_min, low=0.0)
-        _number("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True)
-        _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        _number("weight_decay", self.weight_decay, low=0.0)
-        _number("grad_clip_norm", self.grad_clip_norm, low=0.0, note=" (0 = no clipping)")
-        _number("auxiliary_weight", self.auxiliary_weight, low=0.0)
-        _number("drop_path_rate", self.drop_path_rate, low=0.0, high=1.0, high_open=True)
-        _number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        check_int(OWNER, "epochs", self.epochs, 1)
+        check_int(OWNER, "seed", self.seed, 0)
+        check_int(
+            OWNER, "eval_every_epochs", self.eval_every_epochs, 0, note=" (0 = only at the end)"
+        )
+        check_int(
+            OWNER,
+            "checkpoint_every_steps",
+            self.checkpoint_every_steps,
+            0,
+            note=" (0 = epoch ends)",
+        )
+        check_int(OWNER, "log_every_steps", self.log_every_steps, 1)
+        check_int(OWNER, "steps_per_epoch", self.steps_per_epoch, 1, optional=True)
+        check_int(OWNER, "steps_per_run", self.steps_per_run, 1, optional=True)
+        check_int(OWNER, "eval_batch_size", self.eval_batch_size, 1, optional=True)
+        check_number(OWNER, "learning_rate", self.learning_rate, 0.0, above_minimum=True)
+        check_number(OWNER, "lr_min", self.lr_min, 0.0)
+        check_number(OWNER, "lr_decay", self.lr_decay, 0.0, 1.0, above_minimum=True)
+        check_number(OWNER, "momentum", self.momentum, 0.0, 1.0, below_maximum=True)
+        check_number(OWNER, "weight_decay", self.weight_decay, 0.0)
+        check_number(OWNER, "grad_clip_norm", self.grad_clip_norm, 0.0, note=" (0 = no clipping)")
+        check_number(OWNER, "auxiliary_weight", self.auxiliary_weight, 0.0)
+        check_number(OWNER, "drop_path_rate", self.drop_path_rate, 0.0, 1.0, below_maximum=True)
+        check_number(OWNER, "label_smoothing", self.label_smoothing, 0.0, 1.0, below_maximum=True)
         if self.lr_schedule not in schedules.LR_SCHEDULES:
             raise ValueError(
                 f"TrainConfig.lr_schedule must be one of {list(schedules.LR_SCHEDULES)}, "
@@ -180,37 +187,10 @@ class TrainConfig:
                 f"TrainConfig.progress must be 'auto', 'bar', 'epoch' or 'none', "
                 f"got {self.progress!r}"
             )
-        if not isinstance(self.jit_compile, bool):
-            raise ValueError(
-                f"TrainConfig.jit_compile must be True or False, got {self.jit_compile!r}"
-            )
+        check_bool(OWNER, "jit_compile", self.jit_compile)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _int(field: str, value: object, minimum: int, note: str = "") -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"TrainConfig.{field} must be an int >= {minimum}{note}, got {value!r}")
-
-
-def _number(
-    field: str,
-    value: object,
-    low: float,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-    note: str = "",
-) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (
-            value < high if high_open else value <= high
-        )
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"TrainConfig.{field} must be a number in {interval}{note}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------

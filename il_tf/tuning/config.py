@@ -40,6 +40,7 @@ from il_tf.models.networks import NetworkConfig
 from il_tf.nb201_lookup import NB201_ACCURACY_FIELDS
 from il_tf.spaces.genotypes import GENOTYPE_OPS
 from il_tf.training.loop import TrainConfig
+from il_tf.validation import check_int
 
 MODES = ("search", "random")
 SPACES = ("darts", "nb201")
@@ -281,9 +282,7 @@ class TuneConfig:
             ("max_consecutive_failed_trials", 1),
             ("verbose", 0),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"TuneConfig.{name} must be an int >= {minimum}, got {value!r}")
+            check_int("TuneConfig", name, getattr(self, name), minimum)
         options = dict(self.oracle_options or {})
         object.__setattr__(self, "oracle_options", options)
         specs = parse_hyperparameters(self.hyperparameters)
