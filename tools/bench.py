@@ -134,9 +134,10 @@ def run_case(case: dict) -> dict:
         def step():
             engine.iteration(train, val)
 
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     step()
     first_step_s = time.perf_counter() - started
+    first_step_cpu_s = time.process_time() - started_cpu
     for _ in range(case["warmup"] - 1):
         step()
     times, cpu_times = [], []
@@ -157,6 +158,7 @@ def run_case(case: dict) -> dict:
         "max_ms": round(max(times), 1),
         "median_cpu_ms": round(statistics.median(cpu_times), 1),
         "first_step_s": round(first_step_s, 1),
+        "first_step_cpu_s": round(first_step_cpu_s, 1),
         "expected_passes": expected_passes(case["method"], schedule),
         "peak_rss_mb": round(peak_kb / 1024),
     }

@@ -31,7 +31,6 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from il_tf.learning.schedule import Schedule
 from il_tf.learning.search_model import SearchModel
 
 Tensors = list[tf.Tensor]
@@ -324,62 +323,6 @@ def adjoint_step(v_enc, v_heads: Sequence, u_enc, u_heads: Sequence, lr, setting
 def arch_step_term(arch_hvp: Tensors, lr: tf.Tensor) -> Tensors:
     """One virtual step's share of dL^val/dA: −ξ ∇²_{A,W}L^tr · v."""
     return [-lr * u for u in arch_hvp]
-
-
-def unroll(
-    model: SearchModel,
-    arch: Mapping[str, tf.Tensor],
-    enc: Tensors,
-    heads: list[Tensors],
-    schedule: Schedule,
-    train_batches: Sequence[Sequence[Sequence[Batch]]],
-    lr: tf.Tensor,
-    settings: ChainSettings,
-) -> tuple[list[Tensors], list[Tensors]]:
-    """The virtual chain: S·T steps :func:`virtual_step`, as one differentiable graph.
-
-    ``train_batches[s][t]`` holds one batch per learner of stage s, step t. Heads
-    are updated only by their own learner. Returns W_last(k) for each learner
-    (the encoder after learner k's last stage) and the final heads. Executed under
-    a ``GradientTape`` it is differentiable w.r.t. ``arch`` through every step.
-    """
-    heads = list(heads)
-    last = [None] * schedule.num_learners
-    for s, stage in enumerate(schedule.stages):
-        anchor = enc
-        for t in range(schedule.steps_per_stage):
-            stage_heads = [heads[k] for k in stage.learners]
-            with tf.GradientTape() as tape:
-                tape.watch([enc, stage_heads])
-                loss, _ = stage_loss(
-                    model, arch, enc, stage_heads, stage.learners, train_batches[s][t]
-                )
-            g_enc, g_heads = tape.gradient(loss, (enc, stage_heads), unconnected_gradients=ZERO)
-            g_enc, g_heads = cross_replica_sum((g_enc, g_heads))
-            enc, new_heads = virtual_step(enc, stage_heads, g_enc, g_heads, anchor, lr, settings)
-            for k, h in zip(stage.learners, new_heads, strict=True):
-                heads[k] = h
-        for k in stage.learners:
-            last[k] = enc
-    return last, heads
-
-
-def validation_loss(
-    model: SearchModel,
-    arch: Mapping[str, tf.Tensor],
-    encs: Sequence[Tensors],
-    heads: Sequence[Tensors],
-    val_batches: Sequence[Batch],
-) -> tuple[tf.Tensor, list[LossStats]]:
-    """The top-level objective Σ_k L(A, W_k, H_k; D_k^val) and per-learner stats."""
-    losses, stats = zip(
-        *[
-            data_loss(model, arch, encs[k], heads[k], k, val_batches[k])
-            for k in range(len(val_batches))
-        ],
-        strict=True,
-    )
-    return tf.add_n(list(losses)), list(stats)
 
 
 def clip_by_global_norm(grads: Tensors, clip_norm: float) -> Tensors:

@@ -280,17 +280,32 @@ class StepFunctions:
         return objective.cross_replica_sum(loss)
 
     def _unrolled_body(self, schedule, arch, enc, heads, train_batches, val_batches, lr):
-        model = self.model
-        lr = tf.cast(lr, enc.dtype)
-        enc = self.encoder_layout.unpack(enc)
-        heads = [layout.unpack(h) for layout, h in zip(self.head_layouts, heads, strict=True)]
+        # The compiled steps' own bodies (gradient, Φ, a learner's loss), composed in
+        # one differentiable graph: what the reverse sweep computes, by one tape.
+        heads, last = list(heads), [None] * schedule.num_learners
         with tf.GradientTape() as tape:
             tape.watch(arch)
-            arch_d = model.arch.as_dict(arch)
-            encs, heads = objective.unroll(
-                model, arch_d, enc, heads, schedule, train_batches, lr, self.settings
-            )
-            loss, stats = objective.validation_loss(model, arch_d, encs, heads, val_batches)
+            for s, stage in enumerate(schedule.stages):
+                anchor, kinds = enc, self.kinds(stage.learners)
+                for t in range(schedule.steps_per_stage):
+                    stage_heads = tuple(heads[k] for k in stage.learners)
+                    _, g_enc, g_heads, _ = self._gradient_body(
+                        kinds, arch, enc, stage_heads, train_batches[s][t]
+                    )
+                    enc, stage_heads = self._phi_body(
+                        None, enc, stage_heads, g_enc, g_heads, anchor, lr
+                    )
+                    for k, h in zip(stage.learners, stage_heads, strict=True):
+                        heads[k] = h
+                for k in stage.learners:
+                    last[k] = enc
+            losses, stats = [], []
+            for k, batch in enumerate(val_batches):
+                loss_fn = self.stage_loss_fn((self._kind[k],), (batch,))
+                loss, (st,) = loss_fn(arch, [last[k], heads[k]])
+                losses.append(loss)
+                stats.append(st)
+            loss = tf.add_n(losses)
         grad = tape.gradient(loss, arch, unconnected_gradients=objective.ZERO)
         return objective.cross_replica_sum(grad), stats
 
