@@ -89,6 +89,8 @@ class LocalCluster:
         #: Every output line of every worker, prefixed, in arrival order.
         self.lines: list[str] = []
         self.processes: list[subprocess.Popen] = []
+        #: The index of the worker that failed first (None while none has).
+        self.first_failed: int | None = None
         self._readers: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -130,23 +132,42 @@ class LocalCluster:
                 if self.out is not None:
                     print(line, file=self.out, flush=True)
 
-    def wait(self, timeout: float | None = None) -> list[int]:
+    def wait(self, timeout: float | None = None, grace: float | None = 300.0) -> list[int]:
         """Waits for every worker to exit; returns their exit codes.
 
         With ``timeout`` (seconds, for the whole cluster), workers still running then are
-        killed and ``subprocess.TimeoutExpired`` is raised.
+        killed and ``subprocess.TimeoutExpired`` is raised. Once a worker has failed, the
+        others get ``grace`` seconds to stop on their own (they do within seconds to
+        minutes when a peer dies mid-run) before they are killed: a worker that fails
+        before joining the cluster would leave them waiting for it forever.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        for process in self.processes:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                process.wait(remaining)
-            except subprocess.TimeoutExpired:
+        failed_at = None
+        while None in [p.poll() for p in self.processes]:  # polls every worker
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 self.kill_all()
-                raise
+                raise subprocess.TimeoutExpired(self.command, timeout)
+            if failed_at is None and any(p.returncode for p in self.processes):
+                failed_at = now
+                self.first_failed = next(i for i, p in enumerate(self.processes) if p.returncode)
+            if failed_at is not None and grace is not None and now - failed_at >= grace:
+                self._say(f"a worker failed {grace:.0f} s ago; killing the others")
+                self.kill_all()
+                break
+            time.sleep(0.1)
         for reader in self._readers:
             reader.join()
-        return [p.returncode for p in self.processes]
+        codes = [p.returncode for p in self.processes]
+        if self.first_failed is None and any(codes):
+            self.first_failed = next(i for i, code in enumerate(codes) if code)
+        return codes
+
+    def _say(self, message: str) -> None:
+        with self._lock:
+            self.lines.append(f"[cluster] {message}")
+            if self.out is not None:
+                print(f"[cluster] {message}", file=self.out, flush=True)
 
     def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
         """Sends ``sig`` (default SIGKILL, as ``kill -9``) to worker ``index``."""
@@ -160,22 +181,22 @@ class LocalCluster:
                     process.kill()
                 process.wait()
 
-    def run(self, timeout: float | None = None) -> int:
-        """Starts the workers and waits for all; 0 when every worker exited with 0.
+    def run(self, timeout: float | None = None, grace: float | None = 300.0) -> int:
+        """Starts the workers and waits for all (see :meth:`wait`); 0 when all exited with 0.
 
-        Otherwise the first non-zero exit code (a worker killed by a signal counts as
-        failed, with code 128 + the signal number, as a shell reports it).
+        Otherwise the exit code of the worker that failed first (a worker killed by a
+        signal counts as failed, with code 128 + the signal number, as a shell reports it).
         """
         self.start()
         try:
-            codes = self.wait(timeout)
+            codes = self.wait(timeout, grace)
         except BaseException:
             self.kill_all()
             raise
-        for code in codes:
-            if code:
-                return 128 - code if code < 0 else code
-        return 0
+        if self.first_failed is None:
+            return 0
+        code = codes[self.first_failed]
+        return 128 - code if code < 0 else code
 
     def output(self, index: int) -> str:
         """Worker ``index``'s output so far, without the prefixes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -36,6 +37,20 @@ def test_a_failing_worker_fails_the_cluster_after_all_exit():
     cluster = LocalCluster([sys.executable, "-c", code], workers=2, out=None)
     assert cluster.run(timeout=60) == 3
     assert [p.returncode for p in cluster.processes] == [0, 3]
+
+
+def test_workers_left_waiting_for_a_failed_one_are_killed_after_the_grace_time():
+    code = (
+        "import json, os, sys, time\n"
+        "if json.loads(os.environ['TF_CONFIG'])['task']['index'] == 1: sys.exit(5)\n"
+        "time.sleep(60)"
+    )
+    cluster = LocalCluster([sys.executable, "-c", code], workers=2, out=None)
+    started = time.monotonic()
+    assert cluster.run(timeout=50, grace=1) == 5
+    assert time.monotonic() - started < 30
+    assert cluster.processes[0].returncode < 0  # killed
+    assert "[cluster] a worker failed 1 s ago; killing the others" in cluster.lines
 
 
 def test_timeout_kills_every_worker():

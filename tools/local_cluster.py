@@ -6,8 +6,9 @@
 Each worker is its own process with its own ``TF_CONFIG`` (gRPC on free localhost ports;
 worker 0 is the chief), so the command runs under ``MultiWorkerMirroredStrategy`` exactly
 as it would on N machines. Output lines are prefixed with ``[worker i]``. Exits when every
-worker has exited: 0 if all succeeded, else the first failing worker's code. GPUs are
-hidden from the workers unless ``--gpus``.
+worker has exited: 0 if all succeeded, else the first failing worker's code; once a
+worker has failed, the others are killed after ``--grace`` seconds if they have not
+stopped by themselves. GPUs are hidden from the workers unless ``--gpus``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from il_tf.cluster import LocalCluster
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Number of worker processes (>= 1).")
 flags.DEFINE_float("timeout", None, "Kill every worker after this many seconds (default: none).")
+flags.DEFINE_float(
+    "grace", 300.0, "Once a worker has failed, kill the others after this many seconds."
+)
 flags.DEFINE_bool("gpus", False, "Let the workers see the GPUs (default: CPU only).")
 
 
@@ -36,7 +40,7 @@ def main(argv):
         return 1
     cluster = LocalCluster(command, workers=FLAGS.workers, gpus=FLAGS.gpus)
     try:
-        code = cluster.run(timeout=FLAGS.timeout)
+        code = cluster.run(timeout=FLAGS.timeout, grace=FLAGS.grace)
     except KeyboardInterrupt:
         print("interrupted: workers killed", file=sys.stderr)
         return 130
