@@ -25,6 +25,7 @@ the coordination costs, not what W machines would gain.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -61,14 +62,11 @@ def run_worker() -> dict:
     from il_tf import distribute
 
     strategy = distribute.make_strategy()  # before any other TensorFlow work
-    import keras
-
     from il_tf.data.learners import Learner, build_learner_data
     from il_tf.data.sources import ImageFolderSource
     from il_tf.learning.engine import OptimizerSettings, SearchEngine
-    from il_tf.learning.objective import SearchModel
     from il_tf.learning.schedule import make_schedule
-    from il_tf.spaces.architecture import Architecture
+    from il_tf.learning.search_model import build_search_model
     from il_tf.spaces.factories import darts_supernet
 
     decoded = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -120,16 +118,12 @@ def run_worker() -> dict:
     input_seconds = (time.perf_counter() - started) / FLAGS.input_steps
     del pipes
 
-    def build() -> SearchModel:
-        keras.utils.set_random_seed(0)
-        encoder = darts_supernet(channels=CHANNELS, num_cells=CELLS)
-        arch = Architecture(encoder.arch_shapes(), seed=0)
-        heads = [keras.layers.Dense(d.num_classes) for d in datas]
-        features = encoder(tf.zeros((2, SIZE, SIZE, 3)), arch.tensors())
-        for head in heads:
-            head(features)
-        return SearchModel(encoder, heads, arch)
-
+    build = functools.partial(
+        build_search_model,
+        functools.partial(darts_supernet, channels=CHANNELS, num_cells=CELLS),
+        [d.num_classes for d in datas],
+        (SIZE, SIZE, 3),
+    )
     engine = SearchEngine(
         strategy,
         build,
