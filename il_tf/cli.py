@@ -51,6 +51,9 @@ def quiet_tensorflow_logs() -> None:
     logging.get_absl_logger().addFilter(
         lambda record: record.levelno >= py_logging.WARNING or "/tensorflow/" not in record.pathname
     )
+    # TensorFlow's Python logger does not go through absl's: under MultiWorkerMirroredStrategy
+    # it reports every traced collective (thousands of lines per search).
+    py_logging.getLogger("tensorflow").setLevel(py_logging.WARNING)
 
 
 def fail(error: BaseException) -> NoReturn:

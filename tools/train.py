@@ -42,6 +42,7 @@ def main(argv: list[str]) -> None:
     tf.get_logger().setLevel("WARNING")
     cli.quiet_tensorflow_logs()
     import il_tf.training.loop  # noqa: F401  (registers TrainConfig, NetworkConfig)
+    from il_tf import distribute
     from il_tf.spaces.genotypes import load_genotype
     from il_tf.training.loop import train_and_evaluate
 
@@ -57,6 +58,11 @@ def main(argv: list[str]) -> None:
         )
     except ValueError as e:  # bad settings, genotype, data or workdir (RunDirError)
         cli.fail(e)
+    except Exception as e:
+        lost = distribute.lost_worker_message(e, workdir)
+        if lost is None:
+            raise
+        cli.fail(RuntimeError(lost))
     if not results["finished"]:
         print(
             f"stopped at step {results['step']} of {results['total_steps']}; "

@@ -11,7 +11,9 @@ a `LearnerData` whose pipelines are pure functions of (seed, position):
 
 So `train_dataset(start_batch=k)` yields exactly batches k, k+1, ... of `train_dataset(0)`,
 which is how a search resumes its data position, and two builds with one seed give identical
-batches.
+batches. Given a `tf.distribute.InputContext` (one input pipeline per worker), a pipeline yields
+only the worker's replicas' slices of every global batch: the same examples, augmented the
+same way, but each worker reads, decodes and augments only its own.
 """
 
 from __future__ import annotations
@@ -454,27 +456,66 @@ class LearnerData:
 
     # -- pipelines ----------------------------------------------------------------------------
 
-    def train_dataset(self, start_batch: int = 0) -> tf.data.Dataset:
-        """Infinite, shuffled, augmented train batches, starting at batch `start_batch`."""
+    def train_dataset(
+        self, start_batch: int = 0, input_context: tf.distribute.InputContext | None = None
+    ) -> tf.data.Dataset:
+        """Infinite, shuffled, augmented train batches, starting at batch `start_batch`.
+
+        With `input_context`, for each global batch the batches of this pipeline's replicas
+        (global batch / replicas examples each, in replica order); see `_stream`.
+        """
         return self._stream(
-            self._train_positions, self._train_order_key, self._train_augment_key, start_batch
+            self._train_positions,
+            self._train_order_key,
+            self._train_augment_key,
+            start_batch,
+            input_context,
         )
 
-    def val_dataset(self, start_batch: int = 0) -> tf.data.Dataset:
-        """Infinite, shuffled validation batches (resize and normalize only)."""
+    def val_dataset(
+        self, start_batch: int = 0, input_context: tf.distribute.InputContext | None = None
+    ) -> tf.data.Dataset:
+        """Infinite, shuffled validation batches (resize and normalize only).
+
+        `input_context` as in `train_dataset`.
+        """
         if self.num_val == 0:
             raise ValueError(f"Learner {self.name!r} has no validation split (val_fraction is 0)")
-        return self._stream(self._val_positions, self._val_order_key, None, start_batch)
+        return self._stream(
+            self._val_positions, self._val_order_key, None, start_batch, input_context
+        )
 
-    def test_dataset(self, batch_size: int | None = None) -> tf.data.Dataset:
+    def test_dataset(
+        self, batch_size: int | None = None, input_context: tf.distribute.InputContext | None = None
+    ) -> tf.data.Dataset:
         """The test split once, in order, not augmented; the last batch may be smaller."""
-        return self.eval_dataset("test", batch_size)
+        return self.eval_dataset("test", batch_size, input_context)
 
-    def eval_dataset(self, split: str, batch_size: int | None = None) -> tf.data.Dataset:
-        """One pass over "train", "val" or "test", in order, not augmented, not shuffled."""
+    def eval_dataset(
+        self,
+        split: str,
+        batch_size: int | None = None,
+        input_context: tf.distribute.InputContext | None = None,
+    ) -> tf.data.Dataset:
+        """One pass over "train", "val" or "test", in order, not augmented, not shuffled.
+
+        With `input_context`, this pipeline's replicas' slices of every global batch of
+        `batch_size`, one batch per replica (as `train_dataset`); in the last, partial global
+        batch a replica's slice may be short or empty. Every example is read once, by the
+        replica that one process with as many replicas would give it.
+        """
         pool, positions = self._split(split)
         batch_size = self.batch_size if batch_size is None else batch_size
         _check_int(f"Learner {self.name!r}", "batch_size", batch_size, minimum=1)
+        if input_context is not None:
+            global_batch = batch_size
+            batch_size = _per_replica(self.name, global_batch, input_context)
+            share = global_batch // input_context.num_input_pipelines
+            starts = np.arange(0, len(positions), global_batch)
+            starts += input_context.input_pipeline_id * share
+            positions = np.concatenate(
+                [positions[start : start + share] for start in starts] or [positions[:0]]
+            )
         normalization = self.normalization
 
         def normalize(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -493,8 +534,21 @@ class LearnerData:
         order_key: tf.Tensor,
         augment_key: tf.Tensor | None,
         start_batch: int,
+        input_context: tf.distribute.InputContext | None,
     ) -> tf.data.Dataset:
+        """Global batch n = global positions n·B .. n·B + B - 1 (B the global batch size).
+
+        With `input_context` (pipeline p of P, R replicas, b = B / R, L = R / P replicas per
+        pipeline), this pipeline yields for each n only the positions of replicas
+        p·L .. p·L + L - 1: n·B + p·L·b .. n·B + (p + 1)·L·b - 1, as L batches of b.
+        """
         _check_int(f"Learner {self.name!r}", "start_batch", start_batch, minimum=0)
+        global_batch = self.batch_size
+        out_batch, share, offset = global_batch, global_batch, 0
+        if input_context is not None:
+            out_batch = _per_replica(self.name, global_batch, input_context)
+            share = global_batch // input_context.num_input_pipelines
+            offset = input_context.input_pipeline_id * share
         pool = self._train_pool
         count = len(positions)
         with tf.device("/cpu:0"):
@@ -515,10 +569,15 @@ class LearnerData:
                 return normalization.apply(image), label
             return augmentation(image, fold_in(augment_key, i), normalization), label
 
+        def global_position(j: tf.Tensor) -> tf.Tensor:
+            # The j-th example this pipeline reads (of its `share` per global batch).
+            return (j // share) * global_batch + offset + j % share
+
         return (
-            tf.data.Dataset.counter(start=start_batch * self.batch_size)
+            tf.data.Dataset.counter(start=start_batch * share)
+            .map(global_position)
             .map(example_at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(self.batch_size, drop_remainder=True)
+            .batch(out_batch, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE)
         )
 
@@ -528,6 +587,16 @@ class LearnerData:
             f"{self.num_classes} classes, images {self.image_shape}, train {self.num_train}, "
             f"val {self.num_val}, batch {self.batch_size}, seed {self.seed}>"
         )
+
+
+def _per_replica(name: str, batch_size: int, context: tf.distribute.InputContext) -> int:
+    replicas = context.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"Learner {name!r}: batch size {batch_size} is not divisible by the {replicas} "
+            "replicas (it is the global batch, split evenly)"
+        )
+    return batch_size // replicas
 
 
 def build_learner_data(learner: Learner, seed: int) -> LearnerData:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import time
@@ -286,13 +287,14 @@ class _Inputs:
     ):
         self.schedule = schedule
         positions = data_positions(schedule, len(datas), iteration)
+        # Each worker reads only its replicas' slices of the global batches.
         self.train = [
-            distribute.BatchStream(strategy, d.train_dataset(start_batch=int(positions[k, 0])))
-            for k, d in enumerate(datas)
+            distribute.BatchStream(strategy, functools.partial(d.train_dataset, int(p[0])))
+            for d, p in zip(datas, positions, strict=True)
         ]
         self.val = [
-            distribute.BatchStream(strategy, d.val_dataset(start_batch=int(positions[k, 1])))
-            for k, d in enumerate(datas)
+            distribute.BatchStream(strategy, functools.partial(d.val_dataset, int(p[1])))
+            for d, p in zip(datas, positions, strict=True)
         ]
 
     def next(self) -> tuple[list, list]:
@@ -662,8 +664,8 @@ class _Run:
         n = max(1, d.num_val // d.batch_size)
         if self.config.eval_batches is not None:
             n = min(n, self.config.eval_batches)
-        batches = distribute.BatchStream(self.strategy, d.val_dataset().take(n))
-        return self.engine.evaluate(k, batches)
+        batches = distribute.BatchStream(self.strategy, functools.partial(d.val_dataset, 0))
+        return self.engine.evaluate(k, itertools.islice(batches, n))
 
     def _end_of_epoch(self, epoch: int, train_stats, arch_val) -> dict:
         genotype = self._genotype()
@@ -776,6 +778,7 @@ def run_search(
     started = time.time()
     with rundir.RunDir(workdir, KIND) as run, _graph_optimizer(config.graph_optimizer):
         result = _Run(config, run, strategy, extend, config_text, on_begin).run(stop_after)
+        distribute.sync_workers(strategy)
     if result.genotype_path is not None:
         print(f"search finished in {time.time() - started:.1f} s", flush=True)
     return result

@@ -241,14 +241,6 @@ class _Summaries:
             writer.flush()
 
 
-def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    # The pipelines are generated from index ranges, not files: under
-    # MultiWorkerMirroredStrategy each worker keeps its part of every global batch.
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
 class _Run:
     """One start of a training run: checked settings, restored state, loop, results."""
 
@@ -367,8 +359,10 @@ class _Run:
         stop_at = self.total_steps
         if config.steps_per_run is not None:
             stop_at = min(stop_at, self.step + config.steps_per_run)
-        batches = self.strategy.experimental_distribute_dataset(
-            _distributable(data.train_dataset(start_batch=self.step))
+        # One input pipeline per worker: each reads only its replicas' slices of the batches.
+        start = self.step
+        batches = self.strategy.distribute_datasets_from_function(
+            lambda context: data.train_dataset(start_batch=start, input_context=context)
         )
         iterator = iter(batches)
         while self.step < stop_at:
@@ -450,7 +444,7 @@ class _Run:
             return ""
         split = self.eval_split
         metrics = self.trainer.evaluate(
-            _distributable(self.data.eval_dataset(split, self.eval_batch))
+            lambda context: self.data.eval_dataset(split, self.eval_batch, context)
         )
         self.summaries.write(
             self.summaries.eval, self.step, {f"{split}_{k}": v for k, v in metrics.items()}
@@ -465,7 +459,7 @@ class _Run:
 
     def _results(self) -> dict[str, Any]:
         trainer, data = self.trainer, self.data
-        test = trainer.evaluate(_distributable(data.test_dataset(self.eval_batch)))
+        test = trainer.evaluate(lambda context: data.test_dataset(self.eval_batch, context))
         size = complexity(trainer.model, data.image_shape)
         results = {
             "finished": True,
@@ -541,7 +535,10 @@ def train_and_evaluate(
             config.auxiliary_weight,
         )
     with rundir.RunDir(workdir, KIND) as run:
-        return _Run(run, genotype, learner, network, config, command, config_text, extend).train()
+        training = _Run(run, genotype, learner, network, config, command, config_text, extend)
+        results = training.train()
+        distribute.sync_workers(training.strategy)
+        return results
 
 
 def read_run_settings(workdir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ adds the coupled weight decay and applies the update without reducing again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -224,10 +224,21 @@ class Trainer:
             for k, v in per_replica.items()
         }
 
-    def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
-        """Loss, top-1 and top-5 accuracy (in %) over one pass of ``dataset``."""
+    def evaluate(
+        self,
+        dataset: tf.data.Dataset | Callable[[tf.distribute.InputContext], tf.data.Dataset],
+    ) -> dict[str, float]:
+        """Loss, top-1 and top-5 accuracy (in %) over one pass of ``dataset``.
+
+        ``dataset`` is a data set of global batches, or a function of a worker's
+        ``InputContext`` giving that worker's part in per-replica batches.
+        """
+        if isinstance(dataset, tf.data.Dataset):
+            batches = self.strategy.experimental_distribute_dataset(dataset)
+        else:
+            batches = self.strategy.distribute_datasets_from_function(dataset)
         totals: dict[str, float] = {}
-        for batch in self.strategy.experimental_distribute_dataset(dataset):
+        for batch in batches:
             for k, v in self.eval_step(batch).items():
                 totals[k] = totals.get(k, 0.0) + float(v)
         count = totals.get("count", 0.0)

@@ -72,6 +72,53 @@ def test_start_batch_resumes_exactly_across_epochs() -> None:
     assert_same_batches(val[9:], take(data.val_dataset(start_batch=9), 3))
 
 
+@pytest.mark.parametrize("workers, replicas", [(2, 2), (2, 4), (3, 3), (1, 2)])
+def test_each_worker_reads_its_replicas_slices_of_the_global_batches(workers, replicas) -> None:
+    # The worker pipelines of one global batch, concatenated in worker order, are that
+    # global batch: the same examples, augmented the same way (cutout and crops too).
+    learner = Learner("shard", DIGITS, image_size=8, batch_size=12, cutout_length=3)
+    data = build_learner_data(learner, seed=4)
+    local = replicas // workers
+    for pipeline, start in ((data.train_dataset, 3), (data.val_dataset, 0)):
+        whole = take(pipeline(start), 5)
+        parts = [
+            take(pipeline(start, tf.distribute.InputContext(workers, w, replicas)), 5 * local)
+            for w in range(workers)
+        ]
+        for n, (images, labels) in enumerate(whole):
+            slices = [part[n * local + j] for part in parts for j in range(local)]
+            assert all(len(y) == 12 // replicas for _, y in slices)
+            np.testing.assert_array_equal(np.concatenate([x for x, _ in slices]), images)
+            np.testing.assert_array_equal(np.concatenate([y for _, y in slices]), labels)
+
+
+@pytest.mark.parametrize("workers, replicas", [(2, 2), (2, 4), (1, 4)])
+def test_worker_evaluation_gives_each_replica_its_slices_once(workers, replicas) -> None:
+    # Every example once, and on the replica one process with as many replicas gives it
+    # (replica r: the r-th of the global batch's equal slices; the last batch is partial).
+    data = build_learner_data(Learner("parts", DIGITS, classes=[0, 1, 2], batch_size=8), seed=0)
+    labels = np.concatenate([y for _, y in data.eval_dataset("val").as_numpy_iterator()])
+    local, size = replicas // workers, 8 // replicas
+    by_replica: dict[int, list] = {r: [] for r in range(replicas)}
+    for w in range(workers):
+        context = tf.distribute.InputContext(workers, w, replicas)
+        for k, (_, y) in enumerate(data.eval_dataset("val", 8, context).as_numpy_iterator()):
+            assert len(y) <= size
+            by_replica[w * local + k % local].append(y)  # local replicas take turns
+    expected = {r: [] for r in range(replicas)}
+    for start in range(0, len(labels), 8):
+        for r in range(replicas):
+            part = labels[start + r * size : start + (r + 1) * size]
+            if len(part):
+                expected[r].append(part)
+    for r in range(replicas):
+        np.testing.assert_array_equal(np.concatenate(by_replica[r]), np.concatenate(expected[r]))
+    with pytest.raises(ValueError, match="batch size 6 is not divisible by the 4 replicas"):
+        data.eval_dataset("val", 6, tf.distribute.InputContext(2, 0, 4))
+    with pytest.raises(ValueError, match="batch size 8 is not divisible by the 3 replicas"):
+        data.train_dataset(0, tf.distribute.InputContext(3, 0, 3))
+
+
 def test_each_epoch_is_a_permutation_of_the_split() -> None:
     plain = dict(random_crop=False, flip=False, cutout_length=0)
     base = Learner("perm", DIGITS, classes=[3, 8], **plain)

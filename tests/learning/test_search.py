@@ -143,12 +143,12 @@ def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, mon
         if learner.name == "high":
             clean = data.train_dataset
 
-            def train_dataset(start_batch=0):
+            def train_dataset(start_batch=0, input_context=None):
                 def poison(i, batch):
                     images, labels = batch
                     return tf.where(i >= 4, images * np.nan, images), labels
 
-                return clean(start_batch).enumerate(start_batch).map(poison)
+                return clean(start_batch, input_context).enumerate(start_batch).map(poison)
 
             data.train_dataset = train_dataset
         return data

@@ -1,0 +1,178 @@
+"""Real multi-worker runs: two worker processes (MultiWorkerMirroredStrategy, gRPC on
+localhost) against one process with the same global batch, a killed worker, a restart.
+
+Slow (minutes each: two processes trace the step functions on 2 shared cores).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from il_tf.cluster import LocalCluster
+
+from ..conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+SEARCH_GIN = HERE / "tiny_search.gin"
+# gin_configs/train/quickstart.gin shrunk: 8x8 digits, 2 cells of 4 channels, 2 x 3 steps.
+TRAIN_BINDINGS = [
+    "Learner.image_size = None",
+    "NetworkConfig.channels = 4",
+    "NetworkConfig.layers = 2",
+    "TrainConfig.epochs = 2",
+    "TrainConfig.steps_per_epoch = 3",
+]
+TIMEOUT = 1800
+
+
+def search_command(workdir: Path, method: str) -> list[str]:
+    return [
+        sys.executable,
+        str(PROJECT_ROOT / "tools" / "search.py"),
+        f"--gin_file={SEARCH_GIN}",
+        f"--workdir={workdir}",
+        f"--gin_bindings=SearchConfig.method = {method!r}",
+    ]
+
+
+def run_cluster(command: list[str], workers: int = 2) -> LocalCluster:
+    cluster = LocalCluster(command, workers=workers, cwd=PROJECT_ROOT, out=None)
+    code = cluster.run(timeout=TIMEOUT)
+    assert code == 0, "\n".join(cluster.lines[-60:])
+    return cluster
+
+
+def run_alone(script: str, workdir: Path, replicas: int, *bindings: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(HERE / script), str(workdir), str(replicas), *bindings],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=PROJECT_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def checkpoint_tensors(directory: Path) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(directory))
+    names = set(reader.get_variable_to_shape_map()) - {"_CHECKPOINTABLE_OBJECT_GRAPH"}
+    return {name: reader.get_tensor(name) for name in names}
+
+
+def assert_same_checkpoints(a: Path, b: Path, atol: float, weights: str) -> None:
+    ta, tb = checkpoint_tensors(a), checkpoint_tensors(b)
+    assert set(ta) == set(tb)
+    assert sum(name.startswith(weights) for name in ta) > 10  # the weights are there
+    for name in ta:
+        np.testing.assert_allclose(ta[name], tb[name], rtol=0, atol=atol, err_msg=name)
+
+
+def genotype_record(workdir: Path) -> dict:
+    return json.loads((workdir / "genotype.json").read_text())
+
+
+def assert_same_search(a: Path, b: Path, weights_atol: float = 1e-5) -> None:
+    ra, rb = genotype_record(a), genotype_record(b)
+    assert ra["genotype"] == rb["genotype"]
+    assert ra["iteration"] == rb["iteration"] == 4
+    for name in ra["alpha"]:
+        np.testing.assert_allclose(ra["alpha"][name], rb["alpha"][name], rtol=0, atol=1e-5)
+    assert_same_checkpoints(a / "checkpoints", b / "checkpoints", weights_atol, "encoder/")
+
+
+@pytest.fixture(scope="module")
+def two_worker_searches(tmp_path_factory):
+    """Method -> the workdir of a finished two-worker search (each run once per module)."""
+    root = tmp_path_factory.mktemp("two_worker_searches")
+    done: dict[str, Path] = {}
+
+    def get(method: str) -> Path:
+        if method not in done:
+            workdir = root / method
+            cluster = run_cluster(search_command(workdir, method))
+            assert f"genotype: {workdir / 'genotype.json'}" in cluster.output(0)
+            done[method] = workdir
+        return done[method]
+
+    return get
+
+
+@pytest.mark.parametrize("method", ["chain_finite_difference", "chain_exact"])
+def test_two_workers_search_as_one_process(two_worker_searches, tmp_path, method):
+    two_workers = two_worker_searches(method)
+    binding = f"SearchConfig.method = {method!r}"
+    # One process with the same two replicas (two logical CPUs): the same computation.
+    run_alone("_search.py", tmp_path / "two_replicas", 2, binding)
+    assert_same_search(two_workers, tmp_path / "two_replicas")
+    if method == "chain_finite_difference":
+        # One device on the whole global batch: α and the genotype to 1e-5; the weights to
+        # float32 summation order (1 vs 2 partial sums of every gradient and BN moment; in
+        # float64, tests/learning/test_search.py checks 2 replicas against 1 device to 1e-5
+        # for every method).
+        run_alone("_search.py", tmp_path / "one_device", 1, binding)
+        assert_same_search(two_workers, tmp_path / "one_device", weights_atol=1e-4)
+    # Only the chief writes the run's files; the other worker's checkpoint copies go to
+    # the workdir's tmp/ folder.
+    events = list((two_workers / "tensorboard").iterdir())
+    assert len(events) == 1, events
+
+
+def test_two_workers_train_as_one_process(tmp_path):
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "tools" / "train.py"),
+        f"--gin_file={PROJECT_ROOT / 'gin_configs' / 'train' / 'quickstart.gin'}",
+        "--genotype=DARTS_V2",
+        f"--workdir={tmp_path / 'two_workers'}",
+        *[f"--gin_bindings={b}" for b in TRAIN_BINDINGS],
+    ]
+    run_cluster(command)
+    # The training network's batch normalization is per replica: the reference is one
+    # process with two replicas on the same global batch.
+    run_alone("_train.py", tmp_path / "two_replicas", 2, *TRAIN_BINDINGS)
+    a, b = tmp_path / "two_workers", tmp_path / "two_replicas"
+    assert_same_checkpoints(a / "checkpoints", b / "checkpoints", 1e-5, "weights/")
+    results = [json.loads((w / "results.json").read_text()) for w in (a, b)]
+    for key in ("test_top1", "test_top5", "test_loss", "num_test", "steps"):
+        assert results[0][key] == pytest.approx(results[1][key], abs=1e-5), key
+
+
+def test_killed_worker_stops_the_other_and_a_restart_resumes(two_worker_searches, tmp_path):
+    method = "chain_finite_difference"
+    workdir = tmp_path / "killed"
+    cluster = LocalCluster(search_command(workdir, method), cwd=PROJECT_ROOT, out=None).start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (workdir / "checkpoints" / "ckpt-1.index").exists():
+            assert cluster.processes[0].poll() is None, "\n".join(cluster.lines[-40:])
+            assert time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.2)
+        cluster.kill(1)  # kill -9 the non-chief in the middle of the search
+        killed = time.monotonic()
+        chief = cluster.processes[0]
+        chief.wait(timeout=180)  # bounded: it must not wait for the dead worker forever
+        waited = time.monotonic() - killed
+    finally:
+        cluster.kill_all()
+    cluster.wait()
+    chief_output = cluster.output(0)
+    assert chief.returncode == 1, chief_output[-3000:]
+    assert "error: lost contact with another worker of the cluster" in chief_output
+    assert "Traceback" not in chief_output
+    assert not (workdir / "genotype.json").exists() or genotype_record(workdir)["iteration"] < 4
+    print(f"the chief stopped {waited:.1f} s after the other worker was killed")
+    # The same command on every worker again: resumes from the chief's last checkpoint.
+    restarted = run_cluster(search_command(workdir, method))
+    for worker in (0, 1):
+        assert "resumed from" in restarted.output(worker)
+    assert_same_search(workdir, two_worker_searches(method))
