@@ -21,6 +21,7 @@ import gc
 import json
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -212,9 +213,21 @@ def score(alpha) -> dict:
     return out
 
 
+def trajectories(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    """Each run's trajectory over its epochs (il_tf.nb201_study.trajectory), by (variant, seed)."""
+    from il_tf.learning.plots import read_history
+    from il_tf.nb201_study import trajectory
+    from il_tf.spaces.nb201_genotype import NB201_OPS
+
+    return {
+        (r["variant"], r["seed"]): trajectory(read_history(r["workdir"]), NB201_OPS) for r in rows
+    }
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     from il_tf.nb201_study import mean_std_ci, welch_test
 
+    paths = trajectories(rows)
     out = []
     for variant in VARIANTS:
         mine = [r for r in rows if r["variant"] == variant]
@@ -234,6 +247,16 @@ def summarize(rows: list[dict]) -> list[dict]:
                 entry[flag] = sum(bool(r[prefix + flag]) for r in mine)
             entry["seconds"] = sum(r["seconds"] for r in mine)
             entry["archs"] = [r[prefix + "arch"] for r in mine]
+            if rule == "argmax":  # the per-epoch look-ups are of the argmax cell
+                ts = [paths[r["variant"], r["seed"]] for r in mine]
+                entry["degraded"] = sum(t["degraded"] for t in ts)
+                entry["final_minus_best"] = statistics.fmean(t["final"] - t["best"] for t in ts)
+                entry["mass"] = {
+                    op: [
+                        statistics.fmean(t[k][op] for t in ts) for k in ("mass_first", "mass_last")
+                    ]
+                    for op in ("none", "skip_connect")
+                }
             out.append(entry)
     return out
 
@@ -258,22 +281,35 @@ def table_markdown(summary: list[dict], command: str) -> str:
         "Mean ± sample std [95 % t interval] over seeds; p: Welch's two-sided t-test of the",
         "CIFAR-10 test accuracy against each DARTS baseline (same derivation rule).",
         "",
+        "Degraded: runs whose final cell scores at least 1 point below their best epoch's",
+        "(argmax rule; final − best is the mean drop); none / skip mass: mean softmax mass",
+        "of the op over the edges and runs, first epoch → last.",
+        "",
         "| variant | derivation | runs | CIFAR-10 test | CIFAR-100 test | ImageNet16-120 test "
-        "| p vs darts_1st | p vs darts_2nd | param-free / skip-dom. / disconn. | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| p vs darts_1st | p vs darts_2nd | param-free / skip-dom. / disconn. | degraded "
+        "(final − best) | none mass | skip mass | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:
         cells = " | ".join(_fmt(e[f]) for f in FIELDS)
         ps = " | ".join(_p(e.get(f"welch_vs_{b}/cifar10_test")) for b in BASELINES)
         flags_ = f"{e['parameter_free']} / {e['skip_dominated']} / {e['disconnected']}"
+        if "degraded" in e:
+            drift = f"{e['degraded']} ({e['final_minus_best']:.2f})"
+            masses = " | ".join(
+                f"{e['mass'][op][0]:.3f} → {e['mass'][op][1]:.3f}"
+                for op in ("none", "skip_connect")
+            )
+        else:
+            drift, masses = "–", "– | –"
         lines.append(
             f"| {e['variant']} | {e['derivation']} | {e['runs']} | {cells} | {ps} | {flags_} "
-            f"| {e['seconds']:.0f} |"
+            f"| {drift} | {masses} | {e['seconds']:.0f} |"
         )
     for name in ("DARTS-V2", "GDAS", "DrNAS", "optimal"):
         row = PUBLISHED_NB201[name]
         cells = " | ".join(row.format(f) for f in FIELDS)
-        lines.append(f"| {name} (published) | | | {cells} | | | | |")
+        lines.append(f"| {name} (published) | | | {cells} | | | | | | | |")
     lines += ["", "Cells found (one per seed):", ""]
     for e in summary:
         archs = ", ".join(f"`{a}`" for a in e["archs"])
