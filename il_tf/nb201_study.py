@@ -1,8 +1,9 @@
 """Statistics and checks of the NAS-Bench-201 study (tools/nb201_bench.py).
 
 Pure Python (scipy for the t distribution), so they can be tested without a search:
-class partitions from a flag, mean ± std with a 95 % t interval, Welch's t-test, and the
-collapse flags of a cell (parameter-free, skip-dominated, disconnected).
+class partitions from a flag, mean ± std with a 95 % t interval, Welch's t-test, the
+collapse flags of a cell (parameter-free, skip-dominated, disconnected) and a search's
+trajectory over its epochs (did its cell degrade, where did the α mass go).
 """
 
 from __future__ import annotations
@@ -111,4 +112,44 @@ def cell_flags(genotype: NB201Genotype | str) -> dict[str, bool]:
         "parameter_free": not any(op in PARAMETRIC_OPS for op in ops),
         "skip_dominated": sum(op == "skip_connect" for op in ops) >= len(ops) / 2,
         "disconnected": 3 not in reach,
+    }
+
+
+#: A run whose final cell scores this many points (CIFAR-10 test) below its best epoch's
+#: cell has *degraded* (the DARTS failure: the cell gets worse as the search goes on).
+DEGRADED_POINTS = 1.0
+
+
+def trajectory(records: Sequence[dict], op_names: Sequence[str]) -> dict:
+    """How a search's derived cell and α softmax moved over its epochs.
+
+    ``records`` are its per-epoch records (``genotypes/epoch_NNN.json``, each with the
+    ``alpha`` logits of ``cell`` and the ``nb201`` look-up), in epoch order. Returns the
+    argmax cell's CIFAR-10 test accuracy per epoch, its best and final values, whether
+    it degraded (final at least :data:`DEGRADED_POINTS` below the best), and per op
+    the softmax mass averaged over the edges at the first and the last epoch.
+    """
+    if not records:
+        raise ValueError("a trajectory needs at least one epoch record")
+    # Per-epoch files keep the metadata beside the genotype or at the top level.
+    records = [r.get("metadata", r) for r in records]
+    accuracy = [float(r["nb201"]["cifar10_test"]) for r in records]
+
+    def mass(record: dict) -> dict[str, float]:
+        logits = [list(map(float, row)) for row in record["alpha"]["cell"]]
+        per_edge = []
+        for row in logits:
+            top = max(row)
+            z = [math.exp(x - top) for x in row]
+            per_edge.append([x / sum(z) for x in z])
+        return {op: statistics.fmean(p[j] for p in per_edge) for j, op in enumerate(op_names)}
+
+    first, last = mass(records[0]), mass(records[-1])
+    return {
+        "cifar10_test_per_epoch": accuracy,
+        "best": max(accuracy),
+        "final": accuracy[-1],
+        "degraded": accuracy[-1] <= max(accuracy) - DEGRADED_POINTS,
+        "mass_first": first,
+        "mass_last": last,
     }

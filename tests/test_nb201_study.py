@@ -47,3 +47,24 @@ def test_cell_flags():
     assert f == {"parameter_free": True, "skip_dominated": True, "disconnected": False}
     good = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
     assert not any(st.cell_flags(good).values())
+
+
+def _record(acc, cell):
+    return {"nb201": {"cifar10_test": acc}, "alpha": {"cell": cell}}
+
+
+def test_trajectory_finds_degradation_and_the_drift_of_the_mass():
+    ops = ("none", "skip_connect", "nor_conv_3x3")
+    uniform = [[0.0, 0.0, 0.0]] * 2
+    to_none = [[math.log(2.0), 0.0, 0.0], [math.log(2.0), 0.0, 0.0]]
+    t = st.trajectory([_record(93.0, uniform), _record(94.0, uniform), _record(75.0, to_none)], ops)
+    assert t["best"] == 94.0 and t["final"] == 75.0 and t["degraded"]
+    assert t["cifar10_test_per_epoch"] == [93.0, 94.0, 75.0]
+    assert t["mass_first"] == pytest.approx({op: 1 / 3 for op in ops})
+    assert t["mass_last"] == pytest.approx(
+        {"none": 0.5, "skip_connect": 0.25, "nor_conv_3x3": 0.25}
+    )
+    # Less than a point below the best is not a degradation.
+    assert not st.trajectory([_record(93.0, uniform), _record(92.5, uniform)], ops)["degraded"]
+    with pytest.raises(ValueError, match="at least one epoch"):
+        st.trajectory([], ops)

@@ -21,9 +21,11 @@ import gc
 import json
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -57,24 +59,61 @@ CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 
-# name -> (learner split, method, schedule, rounds). "partition" = the --partition
-# learners. To add a variant (e.g. a new hypergradient method), add a line here; methods
-# the installed il_tf does not know are reported by name when selected.
+
+class Variant(NamedTuple):
+    """One searched configuration: learners ("single" = one learner on all classes,
+    "partition" = the --partition learners), hypergradient method, schedule, rounds R,
+    and the remedies against collapse: the β-decay weight at the end of the search
+    (``BetaDecaySettings.weight``, linear from 0) and the auxiliary skip's start weight
+    (``AuxSkipSettings.start``, linear to 0); 0 = off."""
+
+    split: str
+    method: str
+    schedule: str
+    rounds: int
+    beta_decay: float = 0.0
+    aux_skip: float = 0.0
+
+
+# β-decay's final weight: its gradient, 0.5·softmax/6 ≈ 0.017 per logit at the end, is of
+# the order of the data hypergradient's RMS per logit (0.014-0.026, from the Adam second
+# moments of a darts_2nd run at the study setting, docs/benchmarks.md §5).
+BETA_DECAY = 0.5
+# DARTS-'s auxiliary skip starts at weight 1.
+AUX_SKIP = 1.0
+# To add a variant (e.g. a new hypergradient method), add a line here; methods the
+# installed il_tf does not know are reported by name when selected.
 VARIANTS = {
-    "darts_1st": ("single", "first_order", "interleaved", 1),
+    "darts_1st": Variant("single", "first_order", "interleaved", 1),
     # DARTS second order (one step: the chain is one link).
-    "darts_2nd": ("single", "chain_finite_difference", "interleaved", 1),
+    "darts_2nd": Variant("single", "chain_finite_difference", "interleaved", 1),
     # DARTS (its one-step hypergradient) with as many weight steps per architecture
     # step as IL with K=2, R=2.
-    "darts_2nd_r4": ("single", "per_learner_finite_difference", "interleaved", 4),
-    "il_first_order": ("partition", "first_order", "interleaved", 2),
+    "darts_2nd_r4": Variant("single", "per_learner_finite_difference", "interleaved", 4),
+    "il_first_order": Variant("partition", "first_order", "interleaved", 2),
     # The published IL algorithm: one step per learner, other stages held constant.
-    "il_finite_difference": ("partition", "per_learner_finite_difference", "interleaved", 2),
-    "il_unrolled": ("partition", "unrolled", "interleaved", 2),
-    "il_chain_finite_difference": ("partition", "chain_finite_difference", "interleaved", 2),
-    "il_chain_exact": ("partition", "chain_exact", "interleaved", 2),
-    "blocked_chain_finite_difference": ("partition", "chain_finite_difference", "blocked", 2),
-    "joint_chain_finite_difference": ("partition", "chain_finite_difference", "joint", 2),
+    "il_finite_difference": Variant("partition", "per_learner_finite_difference", "interleaved", 2),
+    "il_unrolled": Variant("partition", "unrolled", "interleaved", 2),
+    "il_chain_finite_difference": Variant("partition", "chain_finite_difference", "interleaved", 2),
+    "il_chain_exact": Variant("partition", "chain_exact", "interleaved", 2),
+    "blocked_chain_finite_difference": Variant(
+        "partition", "chain_finite_difference", "blocked", 2
+    ),
+    "joint_chain_finite_difference": Variant("partition", "chain_finite_difference", "joint", 2),
+    # The remedies, with DARTS and with IL (the exclude_none derivation is scored for
+    # every run).
+    "darts_2nd_beta_decay": Variant(
+        "single", "chain_finite_difference", "interleaved", 1, beta_decay=BETA_DECAY
+    ),
+    "darts_2nd_aux_skip": Variant(
+        "single", "chain_finite_difference", "interleaved", 1, aux_skip=AUX_SKIP
+    ),
+    "il_chain_finite_difference_beta_decay": Variant(
+        "partition", "chain_finite_difference", "interleaved", 2, beta_decay=BETA_DECAY
+    ),
+    "il_chain_finite_difference_aux_skip": Variant(
+        "partition", "chain_finite_difference", "interleaved", 2, aux_skip=AUX_SKIP
+    ),
 }
 BASELINES = ("darts_1st", "darts_2nd")
 FIELDS = ("cifar10_test", "cifar100_test", "imagenet16_test")
@@ -105,11 +144,18 @@ def learners(split: str):
 
 
 def run_one(variant: str, seed: int, workdir: Path) -> dict:
+    import gin
+
+    from il_tf.learning.arch_regularizers import BetaDecaySettings
     from il_tf.learning.engine import OptimizerSettings
     from il_tf.learning.search import SearchConfig, run_search
+    from il_tf.spaces.architecture import AuxSkipSettings
     from il_tf.spaces.factories import nb201_supernet
 
-    split, method, schedule, rounds = VARIANTS[variant]
+    split, method, schedule, rounds, beta_decay, aux_skip = VARIANTS[variant]
+    # The remedies are gin settings read by the search; bound for every run (0 = off).
+    gin.bind_parameter(f"{BetaDecaySettings.__name__}.weight", float(beta_decay))
+    gin.bind_parameter(f"{AuxSkipSettings.__name__}.start", float(aux_skip))
     config = SearchConfig(
         learners=learners(split),
         supernet=functools.partial(
@@ -135,7 +181,12 @@ def run_one(variant: str, seed: int, workdir: Path) -> dict:
         "seconds": round(time.time() - started, 1),
         "workdir": str(workdir),
         "settings": dataclasses.asdict(config.optimizers)
-        | {"method": method, "partition": FLAGS.partition if split == "partition" else None},
+        | {
+            "method": method,
+            "partition": FLAGS.partition if split == "partition" else None,
+            "beta_decay": dataclasses.asdict(BetaDecaySettings()),
+            "aux_skip": dataclasses.asdict(AuxSkipSettings()),
+        },
     }
 
 
@@ -162,9 +213,21 @@ def score(alpha) -> dict:
     return out
 
 
+def trajectories(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    """Each run's trajectory over its epochs (il_tf.nb201_study.trajectory), by (variant, seed)."""
+    from il_tf.learning.plots import read_history
+    from il_tf.nb201_study import trajectory
+    from il_tf.spaces.nb201_genotype import NB201_OPS
+
+    return {
+        (r["variant"], r["seed"]): trajectory(read_history(r["workdir"]), NB201_OPS) for r in rows
+    }
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     from il_tf.nb201_study import mean_std_ci, welch_test
 
+    paths = trajectories(rows)
     out = []
     for variant in VARIANTS:
         mine = [r for r in rows if r["variant"] == variant]
@@ -184,6 +247,16 @@ def summarize(rows: list[dict]) -> list[dict]:
                 entry[flag] = sum(bool(r[prefix + flag]) for r in mine)
             entry["seconds"] = sum(r["seconds"] for r in mine)
             entry["archs"] = [r[prefix + "arch"] for r in mine]
+            if rule == "argmax":  # the per-epoch look-ups are of the argmax cell
+                ts = [paths[r["variant"], r["seed"]] for r in mine]
+                entry["degraded"] = sum(t["degraded"] for t in ts)
+                entry["final_minus_best"] = statistics.fmean(t["final"] - t["best"] for t in ts)
+                entry["mass"] = {
+                    op: [
+                        statistics.fmean(t[k][op] for t in ts) for k in ("mass_first", "mass_last")
+                    ]
+                    for op in ("none", "skip_connect")
+                }
             out.append(entry)
     return out
 
@@ -208,22 +281,35 @@ def table_markdown(summary: list[dict], command: str) -> str:
         "Mean ± sample std [95 % t interval] over seeds; p: Welch's two-sided t-test of the",
         "CIFAR-10 test accuracy against each DARTS baseline (same derivation rule).",
         "",
+        "Degraded: runs whose final cell scores at least 1 point below their best epoch's",
+        "(argmax rule; final − best is the mean drop); none / skip mass: mean softmax mass",
+        "of the op over the edges and runs, first epoch → last.",
+        "",
         "| variant | derivation | runs | CIFAR-10 test | CIFAR-100 test | ImageNet16-120 test "
-        "| p vs darts_1st | p vs darts_2nd | param-free / skip-dom. / disconn. | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| p vs darts_1st | p vs darts_2nd | param-free / skip-dom. / disconn. | degraded "
+        "(final − best) | none mass | skip mass | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:
         cells = " | ".join(_fmt(e[f]) for f in FIELDS)
         ps = " | ".join(_p(e.get(f"welch_vs_{b}/cifar10_test")) for b in BASELINES)
         flags_ = f"{e['parameter_free']} / {e['skip_dominated']} / {e['disconnected']}"
+        if "degraded" in e:
+            drift = f"{e['degraded']} ({e['final_minus_best']:.2f})"
+            masses = " | ".join(
+                f"{e['mass'][op][0]:.3f} → {e['mass'][op][1]:.3f}"
+                for op in ("none", "skip_connect")
+            )
+        else:
+            drift, masses = "–", "– | –"
         lines.append(
             f"| {e['variant']} | {e['derivation']} | {e['runs']} | {cells} | {ps} | {flags_} "
-            f"| {e['seconds']:.0f} |"
+            f"| {drift} | {masses} | {e['seconds']:.0f} |"
         )
     for name in ("DARTS-V2", "GDAS", "DrNAS", "optimal"):
         row = PUBLISHED_NB201[name]
         cells = " | ".join(row.format(f) for f in FIELDS)
-        lines.append(f"| {name} (published) | | | {cells} | | | | |")
+        lines.append(f"| {name} (published) | | | {cells} | | | | | | | |")
     lines += ["", "Cells found (one per seed):", ""]
     for e in summary:
         archs = ", ".join(f"`{a}`" for a in e["archs"])
@@ -279,7 +365,7 @@ def main(argv):
     from il_tf.learning.hypergradients import METHODS
 
     if FLAGS.variants == ["all"]:  # every variant whose method this il_tf has
-        variants = [v for v, spec in VARIANTS.items() if spec[1] in METHODS]
+        variants = [v for v, spec in VARIANTS.items() if spec.method in METHODS]
     else:
         variants = FLAGS.variants
     unknown = [v for v in variants if v not in VARIANTS]
@@ -287,11 +373,11 @@ def main(argv):
         raise app.UsageError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     from il_tf.nb201_study import PartitionError, parse_partition
 
-    missing = [v for v in variants if VARIANTS[v][1] not in METHODS]
+    missing = [v for v in variants if VARIANTS[v].method not in METHODS]
     if missing:
         raise app.UsageError(
             f"variants {missing} use hypergradient methods this il_tf lacks "
-            f"({sorted({VARIANTS[v][1] for v in missing})}); known methods: {sorted(METHODS)}"
+            f"({sorted({VARIANTS[v].method for v in missing})}); known methods: {sorted(METHODS)}"
         )
     try:
         parse_partition(FLAGS.partition, len(CLASSES))

@@ -233,12 +233,17 @@ class SearchEngine:
 
         return tf.cond(ok, apply, lambda: tf.constant(False))
 
+    def progress(self) -> float:
+        """The fraction of the search's weight steps done (restored with the optimizer)."""
+        return int(self.weight_optimizer.iterations.numpy()) / self.total_weight_steps
+
     def arch_step(self, train_batches, val_batches) -> tuple[list[LossStats], bool]:
         """One architecture update; returns the validation stats and whether it applied."""
         result = self.method(self.steps, self.chain_inputs(train_batches, val_batches))
         # β-decay (off unless BetaDecaySettings.weight is bound), at the search's progress.
-        progress = int(self.weight_optimizer.iterations.numpy()) / self.total_weight_steps
-        regularizer = arch_regularizers.beta_decay_gradients(self.model.arch_tensors(), progress)
+        regularizer = arch_regularizers.beta_decay_gradients(
+            self.model.arch_tensors(), self.progress()
+        )
         return result.val_stats, bool(self._apply_arch(result.grad, regularizer))
 
     # -- weight steps ------------------------------------------------------------
@@ -351,6 +356,8 @@ class SearchEngine:
         """
         k = self.schedule.num_learners
         result = IterationResult(val=[None] * k, train=[[] for _ in range(k)])
+        # DARTS-'s auxiliary skip weight for this iteration (no-op unless it is on).
+        self.model.arch.set_progress(self.progress())
         if update_arch:
             stats, applied = self.arch_step(train_batches, val_batches)
             if not applied:

@@ -32,6 +32,7 @@ from il_tf.learning.hypergradients import get_method
 from il_tf.learning.reporting import EpochWriter, RunningStats, softmax
 from il_tf.learning.schedule import SCHEDULES, Schedule, make_schedule
 from il_tf.learning.search_model import SearchModel, build_search_model
+from il_tf.spaces.architecture import AuxSkipSettings
 from il_tf.spaces.factories import darts_supernet
 from il_tf.spaces.space import SearchSpace, check_space
 from il_tf.validation import check_bool, check_int, check_number, invalid
@@ -206,14 +207,17 @@ class SearchConfig:
         """Every setting as JSON values: what ``run.json`` records and a restart must match.
 
         The learners (their sources by description), the supernet factory with its
-        arguments and gin bindings, the optimizers, the gin-bound β-decay settings and
-        every other field.
+        arguments and gin bindings, the optimizers, the gin-bound β-decay settings, the
+        auxiliary skip settings (when on) and every other field.
         """
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         record["learners"] = [_learner_settings(lr) for lr in self.learners]
         record["supernet"] = _factory_settings(self.supernet)
         record["optimizers"] = dataclasses.asdict(self.optimizers)
         record["beta_decay"] = dataclasses.asdict(BetaDecaySettings())
+        aux_skip = AuxSkipSettings()
+        if aux_skip.enabled:  # only when on: runs recorded before it existed still match
+            record["aux_skip"] = dataclasses.asdict(aux_skip)
         return rundir.jsonable(record)
 
 
@@ -336,6 +340,7 @@ def build_model(config: SearchConfig, datas: Sequence[LearnerData]) -> SearchMod
         mixed_precision=config.mixed_precision,
         # α and β stay float32 whatever the layers compute in.
         arch_dtype="float32",
+        aux_skip=AuxSkipSettings(),
     )
 
 
@@ -679,6 +684,9 @@ class _Run:
             if arch_val[k].count:
                 entry.update(hypergradient_val_loss=arch_val[k].loss)
             record["learners"][name] = entry
+        aux_skip = self.model.arch.aux_skip_value()
+        if aux_skip is not None:
+            record["aux_skip"] = aux_skip
         lookup = None
         if self.nb201_table is not None:
             lookup = self.nb201_table.lookup(genotype).to_dict()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from il_tf.spaces.architecture import Architecture
+from il_tf.spaces.architecture import Architecture, AuxSkipSettings
 from il_tf.spaces.space import SearchSpace, check_space
 
 Tensors = list[tf.Tensor]
@@ -47,6 +47,7 @@ def build_search_model(
     head_names: Sequence[str] | None = None,
     mixed_precision: str | None = None,
     arch_dtype: str | None = None,
+    aux_skip: AuxSkipSettings | None = None,
 ) -> SearchModel:
     """Builds the supernet, one dense head per learner and the architecture logits.
 
@@ -61,6 +62,8 @@ def build_search_model(
       mixed_precision: a Keras dtype policy for the supernet and heads while they are
         built (e.g. ``mixed_bfloat16``); None keeps the current one.
       arch_dtype: dtype of the logits (default ``keras.config.floatx()``).
+      aux_skip: the auxiliary skip connection (DARTS-); None or ``start`` 0 = off.
+        The supernet must read it (``reads_aux_skip``, both of il_tf's do).
 
     Every weight is created here (the supernet and heads are called once on zeros of
     each learner's shape).
@@ -84,13 +87,26 @@ def build_search_model(
     try:
         encoder = supernet if isinstance(supernet, keras.layers.Layer) else supernet()
         check_space(encoder, "the supernet factory")
+        if (
+            aux_skip is not None
+            and aux_skip.enabled
+            and not getattr(encoder, "reads_aux_skip", False)
+        ):
+            raise ValueError(
+                f"AuxSkipSettings.start is {aux_skip.start}, but {type(encoder).__name__} has no "
+                "auxiliary skip connection; use @darts_supernet or @nb201_supernet, or "
+                "AuxSkipSettings.start = 0"
+            )
         heads = [
             keras.layers.Dense(n, name=name) for n, name in zip(num_classes, names, strict=True)
         ]
     finally:
         keras.config.set_dtype_policy(previous)
     arch = Architecture(
-        encoder.arch_shapes(), seed=seed if arch_seed is None else arch_seed, dtype=arch_dtype
+        encoder.arch_shapes(),
+        seed=seed if arch_seed is None else arch_seed,
+        aux_skip=aux_skip,
+        dtype=arch_dtype,
     )
     # One (eager, slow) supernet call per distinct input shape builds every weight.
     features = {}

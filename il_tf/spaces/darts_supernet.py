@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from il_tf.spaces import genotypes as genotypes_lib
+from il_tf.spaces.architecture import AUX_SKIP
 from il_tf.spaces.genotypes import DARTS_OPS, num_edges
 from il_tf.spaces.ops import (
     Conv,
@@ -328,19 +329,32 @@ class MixedOp(keras.layers.Layer):
         if bypass is not None and self.stride > 1 and "bypass" not in shared:
             shared["bypass"] = bypass_pool(bypass)
 
-    def call(self, x, weights, noise_keys=None, shared=None):
-        """The edge's output; ``shared``: outputs of :meth:`fill_shared` to reuse."""
+    def call(self, x, weights, noise_keys=None, shared=None, aux_skip=None):
+        """The edge's output; ``shared``: outputs of :meth:`fill_shared` to reuse.
+
+        ``aux_skip`` (DARTS-'s auxiliary skip weight) adds ``aux_skip``·x to the ops'
+        sum (x: the channels the ops see), never dropped out. On a stride-2 edge the
+        auxiliary path is the edge's own ``skip_connect`` (FactorizedReduce, its
+        weights shared with the candidate); an edge without that candidate has none.
+        """
         shared = shared or {}
         x, bypass = self._split(x)
         # One unstack instead of a slice per op keeps the graph small.
         w = tf.unstack(weights)
-        terms = []
+        terms, skip_out = [], None
         for i, op in zip(self.op_indices, self.ops, strict=True):
             name = self.op_names[i]
             y = shared[name] if name in shared else op(x)
+            if name == "skip_connect":
+                skip_out = y
             if i == self.dropout_index and noise_keys is not None:
                 y = hashed_dropout(y, noise_keys, self.salt, self.skip_dropout)
             terms.append(w[i] * y)
+        if aux_skip is not None:
+            if self.stride == 1:
+                terms.append(aux_skip * x)
+            elif skip_out is not None:
+                terms.append(aux_skip * skip_out)
         out = tf.add_n(terms)
         if bypass is not None:
             if self.stride > 1:
@@ -354,8 +368,9 @@ class SearchCell(keras.layers.Layer):
 
     ``ops`` is one op list shared by all edges or one op list per edge (in
     :func:`genotypes.edges` order). ``call(s0, s1, weights, edge_weights=None,
-    noise_keys=None)``: ``weights`` are the op weights ``[num_edges, num_ops]``,
-    ``edge_weights`` (PC-DARTS edge normalization) one weight per edge.
+    noise_keys=None, aux_skip=None)``: ``weights`` are the op weights
+    ``[num_edges, num_ops]``, ``edge_weights`` (PC-DARTS edge normalization) one
+    weight per edge, ``aux_skip`` the auxiliary skip weight (:meth:`MixedOp.call`).
     """
 
     def __init__(
@@ -406,7 +421,7 @@ class SearchCell(keras.layers.Layer):
         # symbolically once per nesting level just to build (slow first calls).
         self.built = True
 
-    def call(self, s0, s1, weights, edge_weights=None, noise_keys=None):
+    def call(self, s0, s1, weights, edge_weights=None, noise_keys=None, aux_skip=None):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         op_weights = tf.unstack(weights)
         scales = tf.unstack(edge_weights) if edge_weights is not None else None
@@ -418,7 +433,7 @@ class SearchCell(keras.layers.Layer):
             for j, h in enumerate(states):
                 edge = self.edges[offset + j]
                 edge.fill_shared(h, shared[j])
-                y = edge(h, op_weights[offset + j], noise_keys, shared[j])
+                y = edge(h, op_weights[offset + j], noise_keys, shared[j], aux_skip)
                 terms.append(y if scales is None else scales[offset + j] * y)
             offset += len(states)
             states.append(tf.add_n(terms))
@@ -433,8 +448,9 @@ class DartsSupernet(keras.layers.Layer):
     Works for any input size (odd ones too). ``call(images, arch)`` takes the
     architecture logits as a mapping (names and shapes: :meth:`arch_shapes`) —
     ``{"normal": [E, n_ops], "reduce": [E, n_ops]}``, plus ``beta_normal`` and
-    ``beta_reduce`` ``[E]`` with edge normalization — and returns features
-    ``[B, feature_dim]``.
+    ``beta_reduce`` ``[E]`` with edge normalization, and ``aux_skip`` (a scalar) when
+    the auxiliary skip connection of DARTS- is on (:meth:`MixedOp.call`) — and returns
+    features ``[B, feature_dim]``.
 
     Args:
       channels, num_cells, steps, multiplier, stem_multiplier, activation: the
@@ -452,6 +468,8 @@ class DartsSupernet(keras.layers.Layer):
 
     space = genotypes_lib.DARTS_SPACE
     genotype_type = genotypes_lib.Genotype
+    #: Every edge adds ``arch["aux_skip"]``·x when the mapping has it (DARTS-).
+    reads_aux_skip = True
 
     def __init__(
         self,
@@ -591,7 +609,9 @@ class DartsSupernet(keras.layers.Layer):
             if self.edge_normalization
             else None
         )
-        return s1, cell(s0, s1, weights, edge_weights, context)
+        aux = arch.get(AUX_SKIP)
+        aux = None if aux is None else tf.cast(aux, s1.dtype)
+        return s1, cell(s0, s1, weights, edge_weights, context, aux)
 
     def derive(self, arch: Mapping[str, np.ndarray]) -> genotypes_lib.Genotype:
         """The discrete genotype of architecture logits (DARTS rule; β and the cap if set)."""

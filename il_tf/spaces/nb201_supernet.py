@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from il_tf.spaces.architecture import AUX_SKIP
 from il_tf.spaces.nb201_genotype import (
     NB201_DERIVATIONS,
     NB201_EDGES,
@@ -160,6 +161,7 @@ class NB201MixedOp(_Container):
     ):
         super().__init__(**kwargs)
         self.op_names = tuple(ops)
+        self.c_in, self.c_out = c_in, c_out
         # `none` contributes exactly zero to the sum (and to every gradient): skip it.
         self.op_indices = [i for i, name in enumerate(self.op_names) if name != "none"]
         if not self.op_indices:
@@ -169,17 +171,35 @@ class NB201MixedOp(_Container):
             for i in self.op_indices
         ]
 
-    def call(self, x, weights):
+    def call(self, x, weights, aux_skip=None):
+        """Σ_o w_o·o(x), plus ``aux_skip``·x (the auxiliary skip of DARTS-) when given.
+
+        On an edge that changes the channel count the auxiliary path is the edge's own
+        ``skip_connect`` op (conv 1×1 + BN, its weights shared with the candidate), and
+        there is none when the edge has no ``skip_connect`` candidate.
+        """
         # One unstack instead of a slice per op keeps the graph small.
         w = tf.unstack(weights, num=len(self.op_names))
-        return tf.add_n([w[i] * op(x) for i, op in zip(self.op_indices, self.ops, strict=True)])
+        terms, skip_out = [], None
+        for i, op in zip(self.op_indices, self.ops, strict=True):
+            y = op(x)
+            if self.op_names[i] == "skip_connect":
+                skip_out = y
+            terms.append(w[i] * y)
+        if aux_skip is not None:
+            if self.c_in == self.c_out:
+                terms.append(aux_skip * x)
+            elif skip_out is not None:
+                terms.append(aux_skip * skip_out)
+        return tf.add_n(terms)
 
 
 class NB201SearchCell(_Container):
     """A NAS-Bench-201 search cell: 4 nodes, a mixed op on each of the 6 edges.
 
-    ``call(x, weights)`` takes the op weights (softmax of α), shape ``(6, n_ops)``,
-    rows in :data:`NB201_EDGES` order, and returns node 3. Edges out of node 0 map
+    ``call(x, weights, aux_skip=None)`` takes the op weights (softmax of α), shape
+    ``(6, n_ops)``, rows in :data:`NB201_EDGES` order, and the auxiliary skip weight
+    (:class:`NB201MixedOp`), and returns node 3. Edges out of node 0 map
     ``c_in`` to ``c_out`` channels; the others keep ``c_out``.
     """
 
@@ -199,14 +219,14 @@ class NB201SearchCell(_Container):
             for _, frm in NB201_EDGES
         ]
 
-    def call(self, x, weights):
+    def call(self, x, weights, aux_skip=None):
         edge_weights = tf.unstack(weights, num=NB201_NUM_EDGES)
         nodes = [x]
         for to in range(1, 4):
             nodes.append(
                 tf.add_n(
                     [
-                        self.edges[e](nodes[frm], edge_weights[e])
+                        self.edges[e](nodes[frm], edge_weights[e], aux_skip)
                         for e, (t, frm) in enumerate(NB201_EDGES)
                         if t == to
                     ]
@@ -246,10 +266,14 @@ class NB201Supernet(keras.layers.Layer):
     ``stem_channels`` (default ``channels``) sets the stem's output channels.
     ``derivation`` is the rule of :meth:`derive`: ``argmax`` (the benchmark's,
     ``none`` a candidate) or ``exclude_none`` (never ``none``, as in DARTS).
+    With ``arch["aux_skip"]`` (``il_tf.spaces.architecture.AuxSkipSettings``) every
+    edge adds that weight times its input (:class:`NB201MixedOp`).
     """
 
     space = NB201_SPACE
     genotype_type = NB201Genotype
+    #: Every edge adds ``arch["aux_skip"]``·x when the mapping has it (DARTS-).
+    reads_aux_skip = True
 
     def __init__(
         self,
@@ -337,7 +361,9 @@ class NB201Supernet(keras.layers.Layer):
     def _block(self, block, state, arch, context):
         (x,) = state
         if isinstance(block, NB201SearchCell):
-            return (block(x, tf.nn.softmax(tf.cast(arch["cell"], x.dtype), axis=-1)),)
+            weights = tf.nn.softmax(tf.cast(arch["cell"], x.dtype), axis=-1)
+            aux = arch.get(AUX_SKIP)
+            return (block(x, weights, None if aux is None else tf.cast(aux, x.dtype)),)
         return (block(x),)
 
     def _head(self, state, arch, context):

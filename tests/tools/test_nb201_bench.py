@@ -1,4 +1,4 @@
-"""tools/nb201_bench.py end to end on one tiny variant."""
+"""tools/nb201_bench.py end to end on two tiny variants (one with a remedy)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def test_nb201_bench_tiny(tmp_path, cifar10_folder, nb201_table_path):
         f"--data_root={cifar10_folder}",
         f"--table={nb201_table_path}",
         f"--workdir={tmp_path}",
-        "--variants=il_first_order",
+        # The remedy first: its gin setting must not leak into the next run.
+        "--variants=darts_2nd_aux_skip,il_first_order",
         "--seeds=0",
         "--epochs=1",
         "--iterations_per_epoch=1",
@@ -29,8 +30,15 @@ def test_nb201_bench_tiny(tmp_path, cifar10_folder, nb201_table_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["command"].endswith("--partition=0,1,2/3,4,5/6,7")
-    (run,) = results["runs"]
+    aux, run = results["runs"]
     assert run["variant"] == "il_first_order" and 0 < run["cifar10_test"] <= 100
+    assert aux["settings"]["aux_skip"] == {"start": 1.0}
+    assert run["settings"]["aux_skip"] == {"start": 0.0}
+    assert run["settings"]["beta_decay"]["weight"] == 0.0
+    aux_dir = tmp_path / "darts_2nd_aux_skip" / "seed_0"
+    assert json.loads((aux_dir / "run.json").read_text())["settings"]["aux_skip"] == {"start": 1.0}
+    (record,) = [json.loads(line) for line in (aux_dir / "metrics.jsonl").open()]
+    assert record["aux_skip"] == 1.0  # one iteration: it ran at the start value
     table = (tmp_path / "table.md").read_text()
     assert "| il_first_order | argmax | 1 |" in table and "DrNAS (published)" in table
     assert "| il_first_order | exclude_none | 1 |" in table
@@ -44,7 +52,7 @@ def test_nb201_bench_tiny(tmp_path, cifar10_folder, nb201_table_path):
     # A rerun resumes from runs.jsonl: the finished run is not repeated.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 1
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
     assert "epoch 1/1" not in again.stdout
 
 
