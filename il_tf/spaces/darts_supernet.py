@@ -215,41 +215,16 @@ def derive_darts_genotype(
     :func:`normalize_edge_ops` returns). ``max_skip_normal`` caps skip-connects in
     the normal cell (P-DARTS). See :func:`genotypes.derive_genotype` for the rule.
     """
-    beta_n, beta_r = arch.get("beta_normal"), arch.get("beta_reduce")
-    common = dict(steps=steps, multiplier=multiplier)
-    a_n, a_r = np.asarray(arch["normal"]), np.asarray(arch["reduce"])
-    if normal_ops == reduce_ops:
-        return genotypes_lib.derive_genotype(
-            a_n,
-            a_r,
-            ops=_shared_or_per_edge(normal_ops),
-            beta_normal=beta_n,
-            beta_reduce=beta_r,
-            max_skip_normal=max_skip_normal,
-            **common,
-        )
-    # derive_genotype takes one op list for both cells: derive each cell on its own.
-    normal = genotypes_lib.derive_genotype(
-        a_n,
-        a_n,
+    return genotypes_lib.derive_genotype(
+        np.asarray(arch["normal"]),
+        np.asarray(arch["reduce"]),
         ops=_shared_or_per_edge(normal_ops),
-        beta_normal=beta_n,
-        beta_reduce=beta_n,
+        reduce_ops=_shared_or_per_edge(reduce_ops),
+        steps=steps,
+        multiplier=multiplier,
+        beta_normal=arch.get("beta_normal"),
+        beta_reduce=arch.get("beta_reduce"),
         max_skip_normal=max_skip_normal,
-        **common,
-    )
-    try:
-        reduce = genotypes_lib.derive_genotype(
-            a_r, a_r, ops=_shared_or_per_edge(reduce_ops), beta_normal=beta_r, **common
-        )
-    except genotypes_lib.GenotypeError as err:
-        message = str(err).replace("normal", "reduce")
-        raise genotypes_lib.GenotypeError(message) from None
-    return genotypes_lib.Genotype(
-        normal=normal.normal,
-        normal_concat=normal.normal_concat,
-        reduce=reduce.reduce,
-        reduce_concat=reduce.reduce_concat,
     )
 
 

@@ -589,6 +589,7 @@ def derive_genotype(
     alpha_reduce: Any,
     *,
     ops: Sequence[str] | Sequence[Sequence[str]] = DARTS_OPS,
+    reduce_ops: Sequence[str] | Sequence[Sequence[str]] | None = None,
     steps: int = 4,
     multiplier: int = 4,
     beta_normal: Any = None,
@@ -604,6 +605,8 @@ def derive_genotype(
     edge's op set), in which case row ``e`` has ``len(ops[e])`` columns and
     ``alpha_*`` may be a ragged sequence of rows. Anything ``np.asarray``
     accepts works (numpy, nested lists, eager tensors, Keras variables).
+    ``reduce_ops`` (same forms; None = ``ops``) gives the reduction cell its own
+    op lists when the two cells' differ (P-DARTS prunes each cell on its own).
 
     Rule, per cell:
 
@@ -634,11 +637,12 @@ def derive_genotype(
             f"max_skip_normal must be None or a non-negative integer, got {max_skip_normal!r}"
         )
     edge_ops = _edge_op_lists(ops, steps)
+    reduce_edge_ops = edge_ops if reduce_ops is None else _edge_op_lists(reduce_ops, steps)
     w_normal = _edge_weights(
         alpha_normal, edge_ops, beta_normal, steps, "alpha_normal", "beta_normal"
     )
     w_reduce = _edge_weights(
-        alpha_reduce, edge_ops, beta_reduce, steps, "alpha_reduce", "beta_reduce"
+        alpha_reduce, reduce_edge_ops, beta_reduce, steps, "alpha_reduce", "beta_reduce"
     )
 
     excluded: set[tuple[int, str]] = set()
@@ -654,7 +658,7 @@ def derive_genotype(
             weakest = min(kept_skips, key=lambda e: w_normal[e][edge_ops[e].index("skip_connect")])
             excluded.add((weakest, "skip_connect"))
             normal = _derive_cell(w_normal, edge_ops, excluded, steps, "normal")
-    reduce = _derive_cell(w_reduce, edge_ops, set(), steps, "reduce")
+    reduce = _derive_cell(w_reduce, reduce_edge_ops, set(), steps, "reduce")
     concat = tuple(range(2, 2 + steps)[-multiplier:])
     return Genotype(normal=normal, normal_concat=concat, reduce=reduce, reduce_concat=concat)
 

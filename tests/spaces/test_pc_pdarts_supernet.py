@@ -228,6 +228,9 @@ def test_derive_with_per_edge_ops_per_cell_and_skip_cap():
         {"normal": alpha_n, "reduce": alpha_r}, normal_ops, reduce_ops, max_skip_normal=None
     )
     assert sum(op == "skip_connect" for op, _ in uncapped.normal) > 1
+    # A malformed reduction α is reported as the reduction cell's, with its own op lists.
+    with pytest.raises(genotypes_lib.GenotypeError, match=r"alpha_reduce has 13 rows"):
+        derive_darts_genotype({"normal": alpha_n, "reduce": alpha_r[:13]}, normal_ops, reduce_ops)
 
 
 @pytest.mark.parametrize(
