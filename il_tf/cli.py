@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging as py_logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -61,6 +62,27 @@ def fail(error: BaseException) -> NoReturn:
     logging.error("%s", error)
     print(f"error: {error}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+@contextlib.contextmanager
+def one_line_errors(
+    workdir: object, expected: tuple[type[BaseException], ...] = (ValueError,)
+) -> Iterator[None]:
+    """Ends the tool with a one-line error on bad input (``expected``) or a lost cluster worker.
+
+    Any other exception propagates with its traceback: it is a bug, not bad input.
+    """
+    try:
+        yield
+    except expected as e:
+        fail(e)
+    except Exception as e:
+        from il_tf import distribute  # imports TensorFlow: only once something failed
+
+        lost = distribute.lost_worker_message(e, workdir)
+        if lost is None:
+            raise
+        fail(RuntimeError(lost))
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -71,8 +71,24 @@ def check_number(
             value < maximum if below_maximum else value <= maximum
         )
     if not ok:
-        interval = f"{'(' if above_minimum else '['}{minimum:g}, {maximum:g}{')' if below_maximum else ']'}"
-        raise invalid(owner, field, f"a number in {interval}{note}", value, subject)
+        raise invalid(
+            owner,
+            field,
+            f"{_range(minimum, maximum, above_minimum, below_maximum)}{note}",
+            value,
+            subject,
+        )
+
+
+def _range(minimum: float, maximum: float, above_minimum: bool, below_maximum: bool) -> str:
+    """'a number >= 0', 'a number in [0, 1)': how an allowed range reads in a message."""
+    low, high = (">" if above_minimum else ">="), ("<" if below_maximum else "<=")
+    if maximum == math.inf:
+        return "a finite number" if minimum == -math.inf else f"a number {low} {minimum:g}"
+    if minimum == -math.inf:
+        return f"a number {high} {maximum:g}"
+    left, right = ("(" if above_minimum else "["), (")" if below_maximum else "]")
+    return f"a number in {left}{minimum:g}, {maximum:g}{right}"
 
 
 def check_bool(owner: str, field: str, value: Any) -> None:

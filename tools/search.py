@@ -41,12 +41,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.quiet_tensorflow_logs()
     config_text = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    from il_tf import distribute
     from il_tf.learning import progressive
     from il_tf.learning.search import SearchConfig, SearchError, run_search
 
     workdir = cli.workdir_for(FLAGS.workdir, FLAGS.gin_file, "search")
-    try:
+    # settings, data, workdir (RunDirError); a lost worker of a cluster
+    with cli.one_line_errors(workdir, (ValueError, SearchError)):
         config = cli.configured(SearchConfig)
         stages = (
             cli.configured(progressive.ProgressiveConfig) if progressive.is_configured() else None
@@ -60,13 +60,6 @@ def main(argv):
             result = progressive.run_progressive(config, stages, workdir, **common)
         else:
             result = run_search(config, workdir, **common)
-    except (ValueError, SearchError) as e:  # settings, data, workdir (RunDirError)
-        cli.fail(e)
-    except Exception as e:
-        lost = distribute.lost_worker_message(e, workdir)
-        if lost is None:
-            raise
-        cli.fail(RuntimeError(lost))
     if result.genotype_path is not None:
         print(f"genotype: {result.genotype_path}")
     print(f"workdir: {result.workdir}")

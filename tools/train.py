@@ -42,27 +42,20 @@ def main(argv: list[str]) -> None:
     tf.get_logger().setLevel("WARNING")
     cli.quiet_tensorflow_logs()
     import il_tf.training.loop  # noqa: F401  (registers TrainConfig, NetworkConfig)
-    from il_tf import distribute
     from il_tf.spaces.genotypes import load_genotype
     from il_tf.training.loop import train_and_evaluate
 
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     config_text = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     workdir = cli.workdir_for(FLAGS.workdir, FLAGS.gin_file, "train")
-    try:
+    # bad settings, genotype, data or workdir (RunDirError); a lost worker of a cluster
+    with cli.one_line_errors(workdir):
         genotype = load_genotype(FLAGS.genotype)
         results = cli.configured(
             lambda: train_and_evaluate(
                 workdir, genotype, command=command, config_text=config_text, extend=FLAGS.extend
             )
         )
-    except ValueError as e:  # bad settings, genotype, data or workdir (RunDirError)
-        cli.fail(e)
-    except Exception as e:
-        lost = distribute.lost_worker_message(e, workdir)
-        if lost is None:
-            raise
-        cli.fail(RuntimeError(lost))
     if not results["finished"]:
         print(
             f"stopped at step {results['step']} of {results['total_steps']}; "

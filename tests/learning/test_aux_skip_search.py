@@ -21,7 +21,14 @@ from il_tf.spaces.nb201_supernet import NB201Supernet
 
 from .._dtypes import float_dtype
 from .conftest import SMOOTH_OPS
-from .test_hypergradients import CLASSES, _with_arch, cosine, flat, make_inputs, rel_diff
+from .test_hypergradients import (
+    CLASSES,
+    assert_equals_differences,
+    cosine,
+    flat,
+    make_inputs,
+    rel_diff,
+)
 from .test_search import tiny_config
 
 AUX = 0.7
@@ -44,19 +51,7 @@ def make_steps(supernet) -> StepFunctions:
 def check_against_differences(steps: StepFunctions) -> None:
     """chain_exact = central differences of the objective; the FD chain agrees with it."""
     inputs = make_inputs(steps, T=1)
-    exact = hg.chain_exact(steps, inputs).grad
-    rng = np.random.default_rng(7)
-    eps = 1e-5
-    for _ in range(2):
-        direction = [tf.constant(rng.normal(size=a.shape)) for a in inputs.arch]
-
-        def objective(sign, direction=direction):
-            arch = [a + sign * eps * d for a, d in zip(inputs.arch, direction, strict=True)]
-            return float(hg.chain_objective(steps, _with_arch(inputs, arch)))
-
-        numeric = (objective(1.0) - objective(-1.0)) / (2 * eps)
-        analytic = sum(float(tf.reduce_sum(g * d)) for g, d in zip(exact, direction, strict=True))
-        assert abs(numeric - analytic) < 1e-6 * max(1.0, abs(analytic)), (numeric, analytic)
+    exact = assert_equals_differences(steps, inputs)
     assert cosine(flat(hg.chain_finite_difference(steps, inputs).grad), flat(exact)) > 0.999
     # The compiled steps read β_aux at every call: another value, another objective and
     # hypergradient, without a new trace.

@@ -172,7 +172,7 @@ def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, mon
     "overrides, message",
     [
         ({"rounds": 0}, "SearchConfig.rounds must be an int >= 1, got 0"),
-        ({"proximity": -1.0}, "SearchConfig.proximity must be a number in [0, inf], got -1.0"),
+        ({"proximity": -1.0}, "SearchConfig.proximity must be a number >= 0, got -1.0"),
         ({"epochs": 2, "arch_warmup_epochs": 3}, "arch_warmup_epochs must be <= epochs (2), got 3"),
         ({"seed": 1.5}, "SearchConfig.seed must be an int >= 0, got 1.5"),
         ({"method": "second_order"}, "unknown hypergradient method 'second_order'"),

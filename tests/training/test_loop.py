@@ -27,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
     "field, value, message",
     [
         ("epochs", 0, "TrainConfig.epochs must be an int >= 1, got 0"),
-        ("learning_rate", -0.1, "TrainConfig.learning_rate must be a number in"),
+        ("learning_rate", -0.1, "TrainConfig.learning_rate must be a number > 0, got -0.1"),
         ("lr_schedule", "step", "TrainConfig.lr_schedule must be one of"),
         ("mixed_precision", "float16", "'mixed_float16'"),
         ("drop_path_rate", 1.0, "TrainConfig.drop_path_rate"),
