@@ -54,7 +54,13 @@ def _pc_inputs(model, num_learners, rounds, proximity):
 
 
 @pytest.mark.parametrize(
-    "num_learners, rounds, proximity", [(1, 1, 0.0), (2, 1, 0.1)], ids=["DARTS", "K=2"]
+    "num_learners, rounds, proximity",
+    [
+        (1, 1, 0.0),
+        # The chain at K=2 is checked on the plain supernet by test_hypergradients.py.
+        pytest.param(2, 1, 0.1, marks=pytest.mark.slow),
+    ],
+    ids=["DARTS", "K=2"],
 )
 def test_chain_exact_with_beta_equals_differences(float64, num_learners, rounds, proximity):
     # Partial channels, edge normalization and skip dropout (its masks are constants of
