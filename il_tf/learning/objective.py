@@ -51,7 +51,10 @@ def cross_replica_sum(values):
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return values
-    flat = tf.nest.flatten(values)
+    # tf.identity: a value passed through unchanged (a compiled step's argument, the
+    # sum of one term) has no device, and a multi-worker all-reduce rejects that
+    # ("destinations can not be empty"); the copy is made on the replica's device.
+    flat = [tf.identity(v) for v in tf.nest.flatten(values)]
     reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat)
     return tf.nest.pack_sequence_as(values, reduced)
 
