@@ -10,7 +10,8 @@ for several seeds, looks the found cells up in the table, and prints mean ± std
 the published rows. Every run keeps its workdir (genotype.json, metrics, checkpoints) under
 WORKDIR/<variant>/seed_<seed>; a run that finished is not repeated, so the same command
 resumes an interrupted benchmark. WORKDIR/results.json and WORKDIR/table.md hold the
-results and the command that produced them.
+results and the command that produced them. A study run in chunks (several commands, one
+workdir) is summarized as a whole with --summarize_only, which runs nothing.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ flags.DEFINE_string(
     "learners separated by '/' (K = number of groups); DARTS variants use all 10 classes",
 )
 flags.DEFINE_bool("figures", True, "write one figure per variant and a summary figure")
+flags.DEFINE_bool(
+    "summarize_only",
+    False,
+    "run nothing: rebuild results.json, table.md and the figures from the finished runs of "
+    "the selected variants and seeds in WORKDIR/runs.jsonl (e.g. a study run in chunks)",
+)
 
 CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -384,15 +391,17 @@ def main(argv):
     except PartitionError as e:
         raise app.UsageError(str(e)) from e
     for path, what in ((FLAGS.data_root, "--data_root"), (FLAGS.table, "--table")):
-        if not Path(path).exists():
+        if not FLAGS.summarize_only and not Path(path).exists():
             raise app.UsageError(f"{what} {path!r} does not exist")
     import keras
 
     workdir = Path(FLAGS.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    command = shlex.join([sys.executable, *sys.argv])
     # One line per finished run: a rerun of the same command skips them (resume).
     done_file = workdir / "runs.jsonl"
+    if FLAGS.summarize_only and not done_file.is_file():
+        raise app.UsageError(f"--summarize_only: {str(done_file)!r} does not exist (no runs)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = shlex.join([sys.executable, *sys.argv])
     done = {}
     if done_file.exists():
         for line in done_file.read_text().splitlines():
@@ -405,6 +414,8 @@ def main(argv):
             if (variant, seed) in done:
                 rows.append(done[(variant, seed)])
                 continue
+            if FLAGS.summarize_only:  # not finished: left out of the summary
+                continue
             row = run_one(variant, seed, workdir / variant / f"seed_{seed}")
             rows.append(row)
             with open(done_file, "a") as f:
@@ -412,6 +423,11 @@ def main(argv):
             print(json.dumps(row), flush=True)
             keras.backend.clear_session()
             gc.collect()
+    if not rows:
+        raise app.UsageError(
+            f"--summarize_only: no finished run of variants {variants} with seeds "
+            f"{FLAGS.seeds} in {str(done_file)!r}"
+        )
     summary = summarize(rows)
     (workdir / "results.json").write_text(
         json.dumps(
