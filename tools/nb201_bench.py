@@ -336,13 +336,14 @@ def write_figures(rows: list[dict], workdir: Path) -> None:
 
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     for v in variants:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
+        fig, ax = plt.subplots(figsize=(5, 3.4))
         for r in (r for r in rows if r["variant"] == v):
             hist = read_history(r["workdir"])
             ax.plot([h["epoch"] for h in hist], [h["nb201"]["cifar10_test"] for h in hist],
                     marker="o", label=f"seed {r['seed']}")  # fmt: skip
-        ax.set(title=f"{v}: derived cell per epoch", xlabel="epoch",
-               ylabel="CIFAR-10 test (look-up, %)")  # fmt: skip
+        ax.set(xlabel="epoch", ylabel="CIFAR-10 test (look-up, %)")
+        # Two lines: the longest variant names do not fit the width in one.
+        ax.set_title(f"{v}\nderived cell per epoch", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(workdir / f"{v}.png", dpi=80)
