@@ -54,6 +54,18 @@ def test_nb201_bench_tiny(tmp_path, cifar10_folder, nb201_table_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
     assert "epoch 1/1" not in again.stdout
+    # --summarize_only: the table of the finished runs asked for; a missing one is not run.
+    summary = [*cmd[:5], "--summarize_only", "--variants=il_first_order", "--seeds=0,1"]
+    only = subprocess.run(summary, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert only.returncode == 0, only.stderr[-3000:]
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+    assert not (tmp_path / "il_first_order" / "seed_1").exists()
+    table = (tmp_path / "table.md").read_text()
+    assert "--summarize_only" in table and "| il_first_order | argmax | 1 |" in table
+    assert "darts_2nd_aux_skip" not in table
+    summary[-1] = "--seeds=5"
+    none = subprocess.run(summary, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert none.returncode != 0 and "no finished run of variants" in none.stderr
 
 
 def test_nb201_bench_rejects_a_bad_partition(tmp_path):
