@@ -124,9 +124,7 @@ class StepFunctions:
         self.jit_compile = jit_compile
         self.encoder_layout = WeightLayout(model.encoder.trainable_variables)
         self.head_layouts = [WeightLayout(h.trainable_variables) for h in model.heads]
-        # The finest chain the supernet offers: one segment's second-order graph at a
-        # time is what the exact link holds.
-        self.segments = [p for seg in model.encoder.segments() for p in seg.parts or (seg,)]
+        self.segments = model.encoder.segments()
         self.segment_layouts = [WeightLayout(seg.variables) for seg in self.segments]
         self.segment_ranges = _segment_ranges(model.encoder.trainable_variables, self.segments)
         # Heads of the same configuration share traces: a step is traced once per

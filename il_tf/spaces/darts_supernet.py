@@ -338,13 +338,6 @@ class MixedOp(keras.layers.Layer):
         return out
 
 
-def _per_edge(values):
-    """One tensor per edge (one unstack instead of a slice per edge keeps the graph small)."""
-    if values is None or isinstance(values, (list, tuple)):
-        return values
-    return tf.unstack(values)
-
-
 class SearchCell(keras.layers.Layer):
     """A DARTS search cell: 2 inputs, ``steps`` nodes, each summing mixed edges.
 
@@ -404,48 +397,23 @@ class SearchCell(keras.layers.Layer):
         self.built = True
 
     def call(self, s0, s1, weights, edge_weights=None, noise_keys=None, aux_skip=None):
-        weights, edge_weights = _per_edge(weights), _per_edge(edge_weights)
-        states = self.inputs_of(s0, s1)
-        # Per state, the outputs of its weightless ops, shared by its edges (MixedOp.call).
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        op_weights = tf.unstack(weights)
+        scales = tf.unstack(edge_weights) if edge_weights is not None else None
+        # Per state, the outputs of its weightless ops (see MixedOp.call).
         shared = [{}, {}]
-        for i in range(self.steps):
-            states.append(
-                self._node(i, states, shared, weights, edge_weights, noise_keys, aux_skip)
-            )
+        offset = 0
+        for _ in range(self.steps):
+            terms = []
+            for j, h in enumerate(states):
+                edge = self.edges[offset + j]
+                edge.fill_shared(h, shared[j])
+                y = edge(h, op_weights[offset + j], noise_keys, shared[j], aux_skip)
+                terms.append(y if scales is None else scales[offset + j] * y)
+            offset += len(states)
+            states.append(tf.add_n(terms))
             shared.append({})
-        return self.output_of(states)
-
-    def inputs_of(self, s0, s1) -> list[tf.Tensor]:
-        """The cell's two input states, preprocessed: the first states its nodes read."""
-        return [self.preprocess0(s0), self.preprocess1(s1)]
-
-    def output_of(self, states: Sequence[tf.Tensor]) -> tf.Tensor:
-        """The cell's output: its last ``multiplier`` nodes, concatenated."""
-        return tf.concat(list(states[-self.multiplier :]), axis=-1)
-
-    def node(self, i, states, weights, edge_weights=None, noise_keys=None, aux_skip=None):
-        """Node ``i`` from ``states`` (the two preprocessed inputs and nodes 0 .. i-1)."""
-        shared = [{} for _ in states]
-        weights, edge_weights = _per_edge(weights), _per_edge(edge_weights)
-        return self._node(i, states, shared, weights, edge_weights, noise_keys, aux_skip)
-
-    def node_variables(self, i: int) -> list:
-        """The weights node ``i`` reads (node 0: the preprocessing's too), in variable order."""
-        first = i * (i + 3) // 2  # the edges of nodes 0 .. i-1: 2 + 3 + ... + (i + 1)
-        layers = [self.preprocess0, self.preprocess1] if i == 0 else []
-        layers += self.edges[first : first + i + 2]
-        return [v for layer in layers for v in layer.trainable_variables]
-
-    def _node(self, i, states, shared, weights, edge_weights, noise_keys, aux_skip):
-        first = i * (i + 3) // 2
-        terms = []
-        for j, h in enumerate(states[: i + 2]):
-            e = first + j
-            edge = self.edges[e]
-            edge.fill_shared(h, shared[j])
-            y = edge(h, weights[e], noise_keys, shared[j], aux_skip)
-            terms.append(y if edge_weights is None else edge_weights[e] * y)
-        return tf.add_n(terms)
+        return tf.concat(states[-self.multiplier :], axis=-1)
 
 
 class DartsSupernet(keras.layers.Layer):
@@ -592,23 +560,11 @@ class DartsSupernet(keras.layers.Layer):
         return example_keys(tf.cast(images, self.compute_dtype), self.dropout_seed)
 
     def segments(self) -> list[Segment]:
-        """Stem, one segment per cell (state: the two last cell outputs), global pooling.
-
-        A cell's parts are its nodes (state: the previous cell's output, then the
-        cell's states so far), so that the exact link holds one node's second-order
-        graph at a time instead of a whole cell's.
-        """
+        """Stem, one segment per cell (state: the two last cell outputs), global pooling."""
         return [
             Segment(self.stem_conv.trainable_variables, self._stem),
             *(
-                Segment(
-                    cell.trainable_variables,
-                    functools.partial(self._cell, cell),
-                    parts=tuple(
-                        Segment(cell.node_variables(i), functools.partial(self._node, cell, i))
-                        for i in range(cell.steps)
-                    ),
-                )
+                Segment(cell.trainable_variables, functools.partial(self._cell, cell))
                 for cell in self.cells
             ),
             Segment([], _global_pool),
@@ -621,34 +577,16 @@ class DartsSupernet(keras.layers.Layer):
 
     def _cell(self, cell, state, arch, context):
         s0, s1 = state
-        weights, edge_weights, aux = self._cell_arch(cell, arch, s1.dtype)
-        return s1, cell(s0, s1, weights, edge_weights, context, aux)
-
-    def _node(self, cell, i, state, arch, context):
-        # Node 0 takes (s0, s1) and the last node returns (s1, cell output), as _cell;
-        # in between the state is (s1, preprocessed s0, preprocessed s1, nodes so far).
-        if i == 0:
-            s0, s1 = state
-            states = cell.inputs_of(s0, s1)
-        else:
-            s1, *states = state
-        weights, edge_weights, aux = self._cell_arch(cell, arch, s1.dtype)
-        states.append(cell.node(i, states, weights, edge_weights, context, aux))
-        if i == cell.steps - 1:
-            return s1, cell.output_of(states)
-        return (s1, *states)
-
-    def _cell_arch(self, cell, arch, dtype):
-        """A cell's op weights, edge weights (PC-DARTS) and auxiliary skip weight."""
         kind = "reduce" if cell.reduction else "normal"
-        weights = _per_edge(tf.nn.softmax(tf.cast(arch[kind], dtype), axis=-1))
+        weights = tf.nn.softmax(tf.cast(arch[kind], s1.dtype), axis=-1)
         edge_weights = (
-            _per_edge(edge_normalization_weights(tf.cast(arch[f"beta_{kind}"], dtype), self.steps))
+            edge_normalization_weights(tf.cast(arch[f"beta_{kind}"], s1.dtype), self.steps)
             if self.edge_normalization
             else None
         )
         aux = arch.get(AUX_SKIP)
-        return weights, edge_weights, (None if aux is None else tf.cast(aux, dtype))
+        aux = None if aux is None else tf.cast(aux, s1.dtype)
+        return s1, cell(s0, s1, weights, edge_weights, context, aux)
 
     def derive(self, arch: Mapping[str, np.ndarray]) -> genotypes_lib.Genotype:
         """The discrete genotype of architecture logits (DARTS rule; β and the cap if set)."""

@@ -86,10 +86,6 @@ class Segment:
 
     variables: Sequence[keras.Variable]
     apply: Callable[[State, Mapping[str, tf.Tensor], Any], State]
-    #: Optional finer segments whose chain computes the same as this one (a DARTS cell's
-    #: nodes): the exact link takes them one at a time, for less memory; ``call`` runs
-    #: the whole segment, which may share work among its parts.
-    parts: tuple[Segment, ...] = ()
 
 
 def run_segments(
