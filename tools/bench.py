@@ -16,10 +16,15 @@ Configs (docs/design.md §7): S = batch 16, 5 cells, 8 channels, 32×32; M = bat
 --nograph_optimizer turns TensorFlow's graph optimizer off (SearchConfig.graph_optimizer).
 --partial_channels=none,4 measures the plain DARTS supernet and the PC-DARTS one (1/4 of
 the channels through the mixed ops) in the same run, each against its own forward+backward.
+--profile adds, per case, where a timed step's wall time goes: each compiled function's
+calls and exclusive milliseconds per step (nested calls subtracted), the peak resident
+memory sampled while it ran, and the rest as ``python`` (host code between calls); and the
+same for the first step, with each function's tracing apart (``first_step_profile``).
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import json
@@ -29,6 +34,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -65,7 +71,106 @@ flags.DEFINE_bool(
     "grappler on; --nograph_optimizer as SearchConfig.graph_optimizer=False",
 )
 flags.DEFINE_integer("batch", None, "override the configs' batch size (None: the config's)")
+flags.DEFINE_bool("profile", False, "report each compiled function's calls and ms per step")
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
+
+
+class CallTimes:
+    """Calls and exclusive wall seconds per named function (nested calls' time subtracted)."""
+
+    def __init__(self):
+        self.seconds: collections.Counter = collections.Counter()
+        self.calls: collections.Counter = collections.Counter()
+        # The highest resident memory sampled while a function was the innermost call.
+        self.peak_mb: collections.Counter = collections.Counter()
+        # Seconds spent tracing (building the graph) at a function's first call.
+        self.trace_seconds: collections.Counter = collections.Counter()
+        self._traced: set[int] = set()
+        self._nested: list[float] = []
+        self._names: list[str] = []
+        threading.Thread(target=self._sample_memory, daemon=True).start()
+
+    def _sample_memory(self) -> None:
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page_mb
+            if self._names:
+                name = self._names[-1]
+                self.peak_mb[name] = max(self.peak_mb[name], rss)
+            time.sleep(0.02)
+
+    def wrap(self, name: str, fn):
+        """``fn``, timed under ``name``."""
+
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            self._nested.append(0.0)
+            self._names.append(name)
+            started, traced = time.perf_counter(), 0.0
+            try:
+                if id(fn) not in self._traced and hasattr(fn, "get_concrete_function"):
+                    # Tracing apart from the first run (graph optimization, execution).
+                    self._traced.add(id(fn))
+                    fn.get_concrete_function(*args, **kwargs)
+                    traced = time.perf_counter() - started
+                    self.trace_seconds[name] += traced
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - started
+                self._names.pop()
+                self.seconds[name] += elapsed - traced - self._nested.pop()
+                self.calls[name] += 1
+                if self._nested:
+                    self._nested[-1] += elapsed
+
+        return timed
+
+    def instrument(self, engine) -> None:
+        """Times every compiled function of ``engine`` (step functions and updates)."""
+        steps = engine.steps
+        make = steps._function
+
+        def function(name, key, *args, **kwargs):
+            # A segment's functions by segment: their memory is what differs.
+            label = f"{name}[{key}]" if name.startswith("segment") else name
+            return self.wrap(label, make(name, key, *args, **kwargs))
+
+        steps._function = function
+        make_apply = engine._apply_function
+        engine._apply_function = lambda index: self.wrap(
+            "apply_encoder" if index is None else "apply_head", make_apply(index)
+        )
+        for name in ("_apply_arch", "_prepare", "_set_anchor"):
+            setattr(engine, name, self.wrap(name.lstrip("_"), getattr(engine, name)))
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+        self.peak_mb.clear()
+        self.trace_seconds.clear()
+
+    def per_step(self, steps: int, total_seconds: float) -> dict:
+        """{name: [calls, ms, peak RSS MB, trace ms]} per step, largest first.
+
+        ``python`` is the rest (host code between calls). ms excludes tracing, which is
+        given apart (first calls only). The peak is the highest resident memory sampled
+        (every 20 ms) while the function ran, 0 when no sample fell inside it.
+        """
+        traced = sum(self.trace_seconds.values())
+        out = {n: [self.calls[n] / steps, 1000 * s / steps] for n, s in self.seconds.items()}
+        rest = total_seconds - sum(self.seconds.values()) - traced
+        out["python"] = [0, 1000 * rest / steps]
+        ranked = sorted(out.items(), key=lambda item: -item[1][1])
+        return {
+            n: [
+                round(c, 2),
+                round(ms, 1),
+                round(self.peak_mb[n]),
+                round(1000 * self.trace_seconds[n] / steps, 1),
+            ]
+            for n, (c, ms) in ranked
+        }
 
 
 def run_case(case: dict) -> dict:
@@ -110,6 +215,9 @@ def run_case(case: dict) -> dict:
         total_weight_steps=1000,
         jit_compile=case["xla"],
     )
+    calls = CallTimes() if case.get("profile") else None
+    if calls:
+        calls.instrument(engine)
     rng = np.random.default_rng(0)
 
     def batch_of():
@@ -134,13 +242,20 @@ def run_case(case: dict) -> dict:
         def step():
             engine.iteration(train, val)
 
+    if calls:
+        calls.reset()  # the first step's profile is the step's alone
     started, started_cpu = time.perf_counter(), time.process_time()
     step()
     first_step_s = time.perf_counter() - started
     first_step_cpu_s = time.process_time() - started_cpu
+    first_profile = {}
+    if calls:
+        first_profile = {"first_step_profile": calls.per_step(1, first_step_s)}
     for _ in range(case["warmup"] - 1):
         step()
     times, cpu_times = [], []
+    if calls:
+        calls.reset()
     for _ in range(case["steps"]):
         t, c = time.perf_counter(), time.process_time()
         step()
@@ -149,6 +264,7 @@ def run_case(case: dict) -> dict:
         # machine than the wall time, so ratios of it compare runs made at other times.
         cpu_times.append((time.process_time() - c) * 1000)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    profile = {"profile": calls.per_step(len(times), sum(times) / 1000)} if calls else {}
     return {
         **case,
         "rounds": rounds,
@@ -161,6 +277,8 @@ def run_case(case: dict) -> dict:
         "first_step_cpu_s": round(first_step_cpu_s, 1),
         "expected_passes": expected_passes(case["method"], schedule),
         "peak_rss_mb": round(peak_kb / 1024),
+        **first_profile,
+        **profile,
     }
 
 
@@ -231,6 +349,7 @@ def main(argv):
                 "partial_channels": pc,
                 "batch": FLAGS.batch or CONFIGS[config]["batch"],
                 "graph_optimizer": FLAGS.graph_optimizer,
+                "profile": FLAGS.profile,
             }
             proc = subprocess.run(
                 [sys.executable, __file__, f"--case={json.dumps(case)}"],
