@@ -397,14 +397,26 @@ def main(argv):
     for path, what in ((FLAGS.data_root, "--data_root"), (FLAGS.table, "--table")):
         if not FLAGS.summarize_only and not Path(path).exists():
             raise app.UsageError(f"{what} {path!r} does not exist")
-    import keras
-
     workdir = Path(FLAGS.workdir)
     # One line per finished run: a rerun of the same command skips them (resume).
     done_file = workdir / "runs.jsonl"
     if FLAGS.summarize_only and not done_file.is_file():
         raise app.UsageError(f"--summarize_only: {str(done_file)!r} does not exist (no runs)")
     workdir.mkdir(parents=True, exist_ok=True)
+    from il_tf.rundir import RunDirError, locked
+
+    # One study process per workdir: two would run the same searches and both append.
+    try:
+        with locked(workdir, read_only_ok=False):
+            study(variants, workdir, done_file)
+    except RunDirError as e:
+        raise app.UsageError(str(e)) from e
+
+
+def study(variants: list[str], workdir: Path, done_file: Path) -> None:
+    """Runs the variants' unfinished seeds, then writes the table, results and figures."""
+    import keras
+
     command = shlex.join([sys.executable, *sys.argv])
     done = {}
     if done_file.exists():

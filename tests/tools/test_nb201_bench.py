@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -78,3 +79,20 @@ def test_nb201_bench_rejects_a_bad_partition(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
     assert proc.returncode != 0
     assert "classes [1] are in more than one learner" in proc.stderr
+
+
+def test_nb201_bench_refuses_a_workdir_another_study_holds(tmp_path):
+    from il_tf.rundir import locked
+
+    (tmp_path / "runs.jsonl").write_text("")
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "tools" / "nb201_bench.py"),
+        f"--workdir={tmp_path}",
+        "--summarize_only",
+    ]
+    with locked(tmp_path, read_only_ok=False):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert proc.returncode != 0
+    assert f"{tmp_path} is in use by another run (pid {os.getpid()}" in proc.stderr
+    assert "Traceback" not in proc.stderr
