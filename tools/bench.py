@@ -75,6 +75,12 @@ flags.DEFINE_bool("profile", False, "report each compiled function's calls and m
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
+def rss_mb() -> float:
+    """This process's resident memory now, in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 class CallTimes:
     """Calls and exclusive wall seconds per named function (nested calls' time subtracted)."""
 
@@ -86,15 +92,16 @@ class CallTimes:
         # Seconds spent tracing (building the graph) at a function's first call.
         self.trace_seconds: collections.Counter = collections.Counter()
         self._traced: set[int] = set()
+        #: Each function's first call: [name, trace s, first run s, resident MB before it,
+        #: after tracing, after the run] (what compiling a function costs in memory).
+        self.first_calls: list[list] = []
         self._nested: list[float] = []
         self._names: list[str] = []
         threading.Thread(target=self._sample_memory, daemon=True).start()
 
     def _sample_memory(self) -> None:
-        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
         while True:
-            with open("/proc/self/statm") as f:
-                rss = int(f.read().split()[1]) * page_mb
+            rss = rss_mb()
             if self._names:
                 name = self._names[-1]
                 self.peak_mb[name] = max(self.peak_mb[name], rss)
@@ -112,9 +119,18 @@ class CallTimes:
                 if id(fn) not in self._traced and hasattr(fn, "get_concrete_function"):
                     # Tracing apart from the first run (graph optimization, execution).
                     self._traced.add(id(fn))
+                    before = rss_mb()
                     fn.get_concrete_function(*args, **kwargs)
                     traced = time.perf_counter() - started
                     self.trace_seconds[name] += traced
+                    after_trace = rss_mb()
+                    out = fn(*args, **kwargs)
+                    run = time.perf_counter() - started - traced
+                    self.first_calls.append(
+                        [name, round(traced, 1), round(run, 1)]
+                        + [round(before), round(after_trace), round(rss_mb())]
+                    )
+                    return out
                 return fn(*args, **kwargs)
             finally:
                 elapsed = time.perf_counter() - started
@@ -250,7 +266,10 @@ def run_case(case: dict) -> dict:
     first_step_cpu_s = time.process_time() - started_cpu
     first_profile = {}
     if calls:
-        first_profile = {"first_step_profile": calls.per_step(1, first_step_s)}
+        first_profile = {
+            "first_step_profile": calls.per_step(1, first_step_s),
+            "first_calls": calls.first_calls,
+        }
     for _ in range(case["warmup"] - 1):
         step()
     times, cpu_times = [], []
