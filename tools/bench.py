@@ -19,12 +19,15 @@ the channels through the mixed ops) in the same run, each against its own forwar
 --profile adds, per case, where a timed step's wall time goes: each compiled function's
 calls and exclusive milliseconds per step (nested calls subtracted), the peak resident
 memory sampled while it ran, and the rest as ``python`` (host code between calls); and the
-same for the first step, with each function's tracing apart (``first_step_profile``).
+same for the first step, with each function's tracing apart (``first_step_profile``), and
+each first call's resident memory before, after tracing, after running and after giving the
+C allocator's free memory back (``malloc_trim``; so a --profile run's peak can be lower).
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import functools
 import itertools
 import json
@@ -75,6 +78,9 @@ flags.DEFINE_bool("profile", False, "report each compiled function's calls and m
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
+_LIBC = ctypes.CDLL("libc.so.6")
+
+
 def rss_mb() -> float:
     """This process's resident memory now, in MB."""
     with open("/proc/self/statm") as f:
@@ -93,7 +99,7 @@ class CallTimes:
         self.trace_seconds: collections.Counter = collections.Counter()
         self._traced: set[int] = set()
         #: Each function's first call: [name, trace s, first run s, resident MB before it,
-        #: after tracing, after the run] (what compiling a function costs in memory).
+        #: after tracing, after the run, after malloc_trim] (what compiling costs in memory).
         self.first_calls: list[list] = []
         self._nested: list[float] = []
         self._names: list[str] = []
@@ -126,9 +132,12 @@ class CallTimes:
                     after_trace = rss_mb()
                     out = fn(*args, **kwargs)
                     run = time.perf_counter() - started - traced
+                    after_run = rss_mb()
+                    # What of it the C allocator holds as free memory: returned by a trim.
+                    _LIBC.malloc_trim(0)
                     self.first_calls.append(
                         [name, round(traced, 1), round(run, 1)]
-                        + [round(before), round(after_trace), round(rss_mb())]
+                        + [round(before), round(after_trace), round(after_run), round(rss_mb())]
                     )
                     return out
                 return fn(*args, **kwargs)
@@ -272,7 +281,8 @@ def run_case(case: dict) -> dict:
         }
     for _ in range(case["warmup"] - 1):
         step()
-    times, cpu_times = [], []
+    # Resident memory after each timed step: flat unless something is kept per step.
+    times, cpu_times, rss_after = [], [], []
     if calls:
         calls.reset()
     for _ in range(case["steps"]):
@@ -282,6 +292,7 @@ def run_case(case: dict) -> dict:
         # CPU time of all the process's threads: less sensitive to other jobs on the
         # machine than the wall time, so ratios of it compare runs made at other times.
         cpu_times.append((time.process_time() - c) * 1000)
+        rss_after.append(round(rss_mb()))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     profile = {"profile": calls.per_step(len(times), sum(times) / 1000)} if calls else {}
     return {
@@ -296,6 +307,7 @@ def run_case(case: dict) -> dict:
         "first_step_cpu_s": round(first_step_cpu_s, 1),
         "expected_passes": expected_passes(case["method"], schedule),
         "peak_rss_mb": round(peak_kb / 1024),
+        "rss_mb_after_steps": rss_after,
         **first_profile,
         **profile,
     }
