@@ -99,7 +99,8 @@ class CallTimes:
         self.trace_seconds: collections.Counter = collections.Counter()
         self._traced: set[int] = set()
         #: Each function's first call: [name, trace s, first run s, resident MB before it,
-        #: after tracing, after the run, after malloc_trim] (what compiling costs in memory).
+        #: after tracing, after the run, after malloc_trim, the graph's ops] (what
+        #: compiling costs in memory).
         self.first_calls: list[list] = []
         self._nested: list[float] = []
         self._names: list[str] = []
@@ -126,7 +127,7 @@ class CallTimes:
                     # Tracing apart from the first run (graph optimization, execution).
                     self._traced.add(id(fn))
                     before = rss_mb()
-                    fn.get_concrete_function(*args, **kwargs)
+                    graph = fn.get_concrete_function(*args, **kwargs).graph
                     traced = time.perf_counter() - started
                     self.trace_seconds[name] += traced
                     after_trace = rss_mb()
@@ -138,6 +139,7 @@ class CallTimes:
                     self.first_calls.append(
                         [name, round(traced, 1), round(run, 1)]
                         + [round(before), round(after_trace), round(after_run), round(rss_mb())]
+                        + [len(graph.get_operations())]
                     )
                     return out
                 return fn(*args, **kwargs)
