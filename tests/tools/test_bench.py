@@ -1,0 +1,78 @@
+"""tools/bench.py's --profile bookkeeping: exclusive times, tracing apart, first calls."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+
+from ..conftest import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_tool", PROJECT_ROOT / "tools" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_call_is_timed_without_the_calls_nested_in_it(bench):
+    calls = bench.CallTimes()
+    inner = calls.wrap("inner", lambda: time.sleep(0.1))
+
+    def outer_body():
+        time.sleep(0.05)
+        inner()
+        inner()
+
+    calls.wrap("outer", outer_body)()
+    assert dict(calls.calls) == {"outer": 1, "inner": 2}
+    assert calls.seconds["inner"] >= 0.2
+    # The outer call's own time is its 50 ms sleep, not the 200 ms spent inside ``inner``.
+    assert 0.05 <= calls.seconds["outer"] < calls.seconds["inner"] / 2
+    total = calls.seconds["inner"] + calls.seconds["outer"] + 0.02  # 20 ms outside both
+    profile = calls.per_step(steps=2, total_seconds=total)
+    assert list(profile) == ["inner", "outer", "python"]  # largest first
+    assert profile["inner"][0] == 1.0  # calls per step
+    assert profile["python"][1] == pytest.approx(1000 * 0.02 / 2, abs=0.1)
+
+
+class _Traced:
+    """Stands in for a tf.function: tracing takes 50 ms and yields a 3-op graph."""
+
+    class _Graph:
+        def get_operations(self):
+            return ["a", "b", "c"]
+
+    class _Concrete:
+        def __init__(self):
+            self.graph = _Traced._Graph()
+
+    def __init__(self):
+        self.traces = 0
+
+    def get_concrete_function(self, *args):
+        self.traces += 1
+        time.sleep(0.05)
+        return self._Concrete()
+
+    def __call__(self, x):
+        return x + 1
+
+
+def test_a_first_call_reports_its_tracing_apart_and_its_graph(bench):
+    calls = bench.CallTimes()
+    fn = _Traced()
+    timed = calls.wrap("step", fn)
+    assert timed(1) == 2 and timed(2) == 3
+    assert fn.traces == 1  # traced once, at the first call only
+    assert calls.trace_seconds["step"] >= 0.05
+    assert calls.seconds["step"] < calls.trace_seconds["step"]  # tracing is not run time
+    [(name, trace_s, run_s, before, traced, ran, trimmed, ops)] = calls.first_calls
+    assert (name, ops) == ("step", 3)
+    assert trace_s >= 0.05 and run_s >= 0
+    assert min(before, traced, ran, trimmed) > 0  # resident MB, read from /proc
+    calls.reset()
+    assert not calls.seconds and not calls.trace_seconds
