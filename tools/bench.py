@@ -74,11 +74,16 @@ flags.DEFINE_bool(
     "grappler on; --nograph_optimizer as SearchConfig.graph_optimizer=False",
 )
 flags.DEFINE_integer("batch", None, "override the configs' batch size (None: the config's)")
-flags.DEFINE_bool("profile", False, "report each compiled function's calls and ms per step")
+flags.DEFINE_bool(
+    "profile", False, "report each compiled function's calls, ms and memory per step (Linux)"
+)
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
-_LIBC = ctypes.CDLL("libc.so.6")
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # glibc, for malloc_trim: --profile is Linux-only (it also reads /proc).
+    return ctypes.CDLL("libc.so.6")
 
 
 def rss_mb() -> float:
@@ -135,7 +140,7 @@ class CallTimes:
                     run = time.perf_counter() - started - traced
                     after_run = rss_mb()
                     # What of it the C allocator holds as free memory: returned by a trim.
-                    _LIBC.malloc_trim(0)
+                    _libc().malloc_trim(0)
                     self.first_calls.append(
                         [name, round(traced, 1), round(run, 1)]
                         + [round(before), round(after_trace), round(after_run), round(rss_mb())]
@@ -349,6 +354,10 @@ def main(argv):
         raise app.UsageError(f"unknown configs {unknown} or methods {bad}")
     if FLAGS.steps < 1 or FLAGS.warmup < 1:
         raise app.UsageError("--steps and --warmup must be >= 1")
+    if FLAGS.profile and not sys.platform.startswith("linux"):
+        raise app.UsageError(
+            f"--profile reads /proc and calls glibc's malloc_trim: Linux only, not {sys.platform}"
+        )
     if FLAGS.batch is not None and FLAGS.batch < 1:
         raise app.UsageError(f"--batch={FLAGS.batch}: must be >= 1")
     partial = [None if x == "none" else x for x in FLAGS.partial_channels]
