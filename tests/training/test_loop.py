@@ -205,6 +205,8 @@ _TRAINER_TWO_REPLICAS = textwrap.dedent(
     from il_tf.training.step import Trainer
     from il_tf.spaces.genotypes import get_published
 
+    import keras
+    keras.utils.set_random_seed(0)  # the same initial weights in every run
     data = build_learner_data(Learner("digits", val_fraction=0.0, batch_size=16), seed=0)
     strategy = tf.distribute.MirroredStrategy(devices)
     trainer = Trainer(get_published("DARTS_V2"), NetworkConfig(channels=4, layers=3),
@@ -215,7 +217,9 @@ _TRAINER_TWO_REPLICAS = textwrap.dedent(
     batches = iter(strategy.experimental_distribute_dataset(data.train_dataset()))
     for step in range(3):
         out = trainer.train_step(next(batches), tf.constant([0, step], tf.int64))
-    assert all(np.isfinite(float(v)) for v in out.values()), out
+    # float16 gradients may overflow: the loss scale then skips that step (and says so).
+    assert np.isfinite(float(out["loss_sum"])), out
+    assert np.isfinite(float(out["grad_norm"])) or float(out["skipped"]) == 1.0, out
     same = all(
         np.array_equal(v.value.values[0].numpy(), v.value.values[1].numpy())
         for v in trainer.model.trainable_variables
