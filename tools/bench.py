@@ -86,6 +86,10 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL("libc.so.6")
 
 
+#: /proc (resident memory now) and glibc (malloc_trim) are there: --profile needs both.
+LINUX = sys.platform.startswith("linux")
+
+
 def rss_mb() -> float:
     """This process's resident memory now, in MB."""
     with open("/proc/self/statm") as f:
@@ -288,7 +292,7 @@ def run_case(case: dict) -> dict:
         }
     for _ in range(case["warmup"] - 1):
         step()
-    # Resident memory after each timed step: flat unless something is kept per step.
+    # Resident memory after each timed step (Linux): flat unless something is kept per step.
     times, cpu_times, rss_after = [], [], []
     if calls:
         calls.reset()
@@ -299,7 +303,8 @@ def run_case(case: dict) -> dict:
         # CPU time of all the process's threads: less sensitive to other jobs on the
         # machine than the wall time, so ratios of it compare runs made at other times.
         cpu_times.append((time.process_time() - c) * 1000)
-        rss_after.append(round(rss_mb()))
+        if LINUX:
+            rss_after.append(round(rss_mb()))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     profile = {"profile": calls.per_step(len(times), sum(times) / 1000)} if calls else {}
     return {
@@ -354,7 +359,7 @@ def main(argv):
         raise app.UsageError(f"unknown configs {unknown} or methods {bad}")
     if FLAGS.steps < 1 or FLAGS.warmup < 1:
         raise app.UsageError("--steps and --warmup must be >= 1")
-    if FLAGS.profile and not sys.platform.startswith("linux"):
+    if FLAGS.profile and not LINUX:
         raise app.UsageError(
             f"--profile reads /proc and calls glibc's malloc_trim: Linux only, not {sys.platform}"
         )
