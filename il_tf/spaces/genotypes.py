@@ -624,7 +624,9 @@ def derive_genotype(
     ``max_skip_normal`` (P-DARTS; None = no cap): while the normal cell keeps
     more than that many ``skip_connect`` edges, the kept ``skip_connect`` with
     the smallest weight is excluded on its edge (P-DARTS sets its weight to 0)
-    and the normal cell is derived again. The reduction cell is not capped.
+    and the normal cell is derived again; a skip whose exclusion would leave its
+    node fewer than two edges with an op (pruned per-edge op lists can do that) is
+    kept, so the cap can then be exceeded. The reduction cell is not capped.
     """
     if not _is_int(steps) or steps < 1:
         raise GenotypeError(f"steps must be a positive integer, got {steps!r}")
@@ -648,16 +650,26 @@ def derive_genotype(
     excluded: set[tuple[int, str]] = set()
     normal = _derive_cell(w_normal, edge_ops, excluded, steps, "normal")
     if max_skip_normal is not None:
+        # Skips whose exclusion would leave their node fewer than two edges to keep.
+        needed: set[int] = set()
         while True:
             kept_skips = [
                 edge_index(k // 2, j) for k, (op, j) in enumerate(normal) if op == "skip_connect"
             ]
-            if len(kept_skips) <= max_skip_normal:
+            removable = [e for e in kept_skips if e not in needed]
+            if len(kept_skips) <= max_skip_normal or not removable:
                 break
-            # Each pass excludes one more (edge, op) pair, so the loop ends.
-            weakest = min(kept_skips, key=lambda e: w_normal[e][edge_ops[e].index("skip_connect")])
+            # Each pass excludes one more (edge, op) pair or marks one edge as
+            # needed, so the loop ends.
+            weakest = min(removable, key=lambda e: w_normal[e][edge_ops[e].index("skip_connect")])
+            try:
+                normal = _derive_cell(
+                    w_normal, edge_ops, excluded | {(weakest, "skip_connect")}, steps, "normal"
+                )
+            except GenotypeError:
+                needed.add(weakest)
+                continue
             excluded.add((weakest, "skip_connect"))
-            normal = _derive_cell(w_normal, edge_ops, excluded, steps, "normal")
     reduce = _derive_cell(w_reduce, reduce_edge_ops, set(), steps, "reduce")
     concat = tuple(range(2, 2 + steps)[-multiplier:])
     return Genotype(normal=normal, normal_concat=concat, reduce=reduce, reduce_concat=concat)

@@ -438,6 +438,42 @@ def test_skip_connect_cap():
     assert derive_genotype(a, a, steps=2, multiplier=2, max_skip_normal=4) == uncapped
 
 
+def test_skip_connect_cap_keeps_a_skip_its_node_needs():
+    # 2 steps, pruned per-edge op lists: node 0's edge e1 has only `none` and a skip,
+    # so excluding that skip would leave node 0 one edge to keep: the cap keeps it.
+    ops = [
+        ("sep_conv_3x3", "skip_connect"),
+        ("none", "skip_connect"),
+        ("max_pool_3x3", "skip_connect"),
+        ("sep_conv_3x3", "skip_connect"),
+        ("sep_conv_3x3", "skip_connect"),
+    ]
+    alpha = np.array([[0.0, 1.0], [0.0, 0.5], [0.0, 0.2], [0.0, 3.0], [1.0, 0.0]])
+    uncapped = derive_genotype(alpha, alpha, ops=ops, steps=2, multiplier=2)
+    assert uncapped.normal == (
+        ("skip_connect", 0),
+        ("skip_connect", 1),
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 2),
+    )
+    # Cap 2: the weakest kept skip is e1's, which node 0 needs; e0's goes instead.
+    capped = derive_genotype(alpha, alpha, ops=ops, steps=2, multiplier=2, max_skip_normal=2)
+    assert capped.normal == (
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 0),
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 2),
+    )
+    # Cap 0: every skip goes but e1's (node 1 falls back to e2's max-pool).
+    capped = derive_genotype(alpha, alpha, ops=ops, steps=2, multiplier=2, max_skip_normal=0)
+    assert capped.normal == (
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 2),
+        ("max_pool_3x3", 0),
+    )
+
+
 def test_multiplier_sets_concat():
     gt = derive_genotype(np.zeros((14, 8)), np.zeros((14, 8)), multiplier=2)
     assert gt.normal_concat == (4, 5) and gt.reduce_concat == (4, 5)
