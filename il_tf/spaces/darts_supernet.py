@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.architecture import AUX_SKIP
+from il_tf.spaces.batched_ops import wide_op
 from il_tf.spaces.genotypes import DARTS_OPS, num_edges
 from il_tf.spaces.ops import (
     Conv,
@@ -338,6 +339,71 @@ class MixedOp(keras.layers.Layer):
         return out
 
 
+def wide_mixed_ops(
+    edges: Sequence[MixedOp],
+    x: tf.Tensor,
+    weights: tf.Tensor,
+    noise_keys=None,
+    shared: dict | None = None,
+    aux_skip=None,
+    scales: tf.Tensor | None = None,
+) -> list[tf.Tensor]:
+    """The outputs of ``edges`` on the same input ``x``, one wide op per candidate op.
+
+    ``edges`` share their op list and stride; ``weights`` are their rows of op weights
+    ``[n, num_ops]`` and ``scales`` their edge weights ``[n]`` (edge normalization) or
+    None. Returns what each edge's :meth:`MixedOp.call` returns (times its scale), with
+    the n edges' convolutions computed as one (``il_tf/spaces/batched_ops.py``).
+    """
+    first, n = edges[0], len(edges)
+    if any(e.op_names != first.op_names or e.stride != first.stride for e in edges):
+        raise ValueError("wide_mixed_ops: the edges differ in their ops or stride")
+    shared = shared or {}
+    x, bypass = first._split(x)
+    channels = x.shape[-1]
+    # Column i of the weights as an [n, 1] factor of the [..., n, C] blocks.
+    columns = tf.unstack(tf.expand_dims(tf.transpose(weights), -1))
+
+    def blocks(y, count):
+        dims = [d if d is not None else tf.shape(y)[a] for a, d in enumerate(y.shape[:-1])]
+        return tf.reshape(y, [*dims, count, channels])
+
+    terms, skip_out, memo = [], None, {}
+    for position, i in enumerate(first.op_indices):
+        name = first.op_names[i]
+        if name in shared:
+            y, count = shared[name], 1
+        elif name == "skip_connect" and first.stride == 1:
+            y, count = x, 1
+        else:
+            y, count = wide_op([e.ops[position] for e in edges], x, memo), n
+        if i == first.dropout_index and noise_keys is not None:
+            y = tf.concat(
+                [hashed_dropout(y, noise_keys, e.salt, e.skip_dropout) for e in edges], axis=-1
+            )
+            count = n
+        y = blocks(y, count)
+        if name == "skip_connect":
+            skip_out = y
+        terms.append(columns[i] * y)
+    if aux_skip is not None:
+        aux = tf.fill([n, 1], aux_skip)
+        if first.stride == 1:
+            terms.append(aux * blocks(x, 1))
+        elif skip_out is not None:
+            terms.append(aux * skip_out)
+    out = tf.add_n(terms)
+    if bypass is not None:
+        if first.stride > 1:
+            bypass = shared["bypass"] if "bypass" in shared else bypass_pool(bypass)
+        rest = tf.expand_dims(bypass, -2)
+        rest = tf.broadcast_to(rest, tf.concat([tf.shape(out)[:-1], tf.shape(rest)[-1:]], 0))
+        out = channel_shuffle(tf.concat([out, rest], axis=-1), first.partial_channels)
+    if scales is not None:
+        out = out * tf.expand_dims(scales, -1)
+    return tf.unstack(out, axis=-2)
+
+
 class SearchCell(keras.layers.Layer):
     """A DARTS search cell: 2 inputs, ``steps`` nodes, each summing mixed edges.
 
@@ -360,10 +426,12 @@ class SearchCell(keras.layers.Layer):
         partial_channels: int = 1,
         skip_dropout: float = 0.0,
         salt: int = 0,
+        wide_edges: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.reduction = reduction
+        self.wide_edges = wide_edges
         self.steps = steps
         self.multiplier = multiplier
         self.edge_ops = normalize_edge_ops(ops, steps)
@@ -396,24 +464,47 @@ class SearchCell(keras.layers.Layer):
         # symbolically once per nesting level just to build (slow first calls).
         self.built = True
 
+    def _edge_index(self, node: int, source: int) -> int:
+        # Node i's incoming edges (from states 0 .. i+1) follow those of nodes < i.
+        return 2 * node + node * (node - 1) // 2 + source
+
     def call(self, s0, s1, weights, edge_weights=None, noise_keys=None, aux_skip=None):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        op_weights = tf.unstack(weights)
-        scales = tf.unstack(edge_weights) if edge_weights is not None else None
-        # Per state, the outputs of its weightless ops (see MixedOp.call).
-        shared = [{}, {}]
-        offset = 0
-        for _ in range(self.steps):
-            terms = []
-            for j, h in enumerate(states):
-                edge = self.edges[offset + j]
-                edge.fill_shared(h, shared[j])
-                y = edge(h, op_weights[offset + j], noise_keys, shared[j], aux_skip)
-                terms.append(y if scales is None else scales[offset + j] * y)
-            offset += len(states)
-            states.append(tf.add_n(terms))
-            shared.append({})
+        incoming = [[] for _ in range(self.steps)]
+        # State by state: once state j is summed, every edge leaving it is computed
+        # (one wide op per candidate op when they share their ops); each node then
+        # sums its incoming edges in the order of their sources.
+        for j in range(self.steps + 1):
+            if j >= 2:
+                states.append(tf.add_n(incoming[j - 2]))
+            nodes = list(range(max(0, j - 1), self.steps))
+            edges = [self._edge_index(i, j) for i in nodes]
+            outputs = self._edges_from(
+                states[j], edges, weights, edge_weights, noise_keys, aux_skip
+            )
+            for i, y in zip(nodes, outputs, strict=True):
+                incoming[i].append(y)
+        states.append(tf.add_n(incoming[-1]))
         return tf.concat(states[-self.multiplier :], axis=-1)
+
+    def _edges_from(self, h, edges, weights, edge_weights, noise_keys, aux_skip):
+        """The outputs of the edges ``edges`` (indices), which all read state ``h``."""
+        # Pooling (and PC-DARTS's bypass pooling) of h is computed once for all its edges.
+        shared = {}
+        for e in edges:
+            self.edges[e].fill_shared(h, shared)
+        layers = [self.edges[e] for e in edges]
+        if self.wide_edges and len(edges) > 1 and len({self.edge_ops[e] for e in edges}) == 1:
+            index = tf.constant(edges)
+            scales = None if edge_weights is None else tf.gather(edge_weights, index)
+            return wide_mixed_ops(
+                layers, h, tf.gather(weights, index), noise_keys, shared, aux_skip, scales
+            )
+        outputs = []
+        for e, edge in zip(edges, layers, strict=True):
+            y = edge(h, weights[e], noise_keys, shared, aux_skip)
+            outputs.append(y if edge_weights is None else edge_weights[e] * y)
+        return outputs
 
 
 class DartsSupernet(keras.layers.Layer):
@@ -439,6 +530,9 @@ class DartsSupernet(keras.layers.Layer):
       skip_dropout: dropout rate on skip-connect outputs (P-DARTS); 0 = off.
       dropout_seed: salts the (deterministic) dropout masks.
       max_skip_normal: the skip-connect cap of :meth:`derive` (P-DARTS: 2); None = none.
+      wide_edges: compute the edges that leave a state as one wide op per candidate
+        op (``il_tf/spaces/batched_ops.py``): the same values with a several times
+        smaller graph; False computes each edge by itself.
     """
 
     space = genotypes_lib.DARTS_SPACE
@@ -461,6 +555,7 @@ class DartsSupernet(keras.layers.Layer):
         skip_dropout: float = 0.0,
         dropout_seed: int = 0,
         max_skip_normal: int | None = None,
+        wide_edges: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -529,6 +624,7 @@ class DartsSupernet(keras.layers.Layer):
                     partial_channels=partial_channels,
                     skip_dropout=self.skip_dropout,
                     salt=i + 1,
+                    wide_edges=wide_edges,
                 )
             )
             reduction_prev = reduction

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
@@ -109,6 +110,72 @@ def avg_pool(x: tf.Tensor, pool_size: int = 3, stride: int = 1) -> tf.Tensor:
     return summed / counts
 
 
+def block_diagonal(kernels: tf.Tensor, groups: int) -> tf.Tensor:
+    """``[C, groups·D]`` side-by-side blocks as the ``[groups·C, groups·D]`` block diagonal."""
+    c, width = kernels.shape
+    d = width // groups
+    mask = np.kron(np.eye(groups), np.ones([c, d])).astype(kernels.dtype.as_numpy_dtype)
+    # Three ops for any number of groups (a tile and a constant mask).
+    return tf.tile(kernels, [groups, 1]) * mask
+
+
+def convolve(
+    x: tf.Tensor,
+    kernel: tf.Tensor,
+    kernel_size: int,
+    stride: int = 1,
+    dilation: int = 1,
+    depthwise: bool = False,
+) -> tf.Tensor:
+    """A bias-free convolution of NHWC ``x`` with symmetric padding (what :class:`Conv` does).
+
+    ``kernel`` is ``[k, k, C_in, C_out]`` (dense) or ``[k, k, C_in, 1]`` (depthwise). A
+    1×1 stride-1 kernel with fewer input channels than ``x`` is a grouped convolution
+    with ``x.shape[-1] // C_in`` groups: group g reads and writes the g-th block of
+    channels (as a block-diagonal matrix product; TF's grouped convolution has no
+    gradient on CPU).
+    """
+    p = _pad_amount(kernel_size, dilation)
+    s, d = stride, dilation
+    c_in, c_x = kernel.shape[2], x.shape[-1]
+    groups = 1
+    if not depthwise and c_in != c_x:
+        if c_x is None or c_x % c_in or kernel_size != 1 or s != 1:
+            raise ValueError(
+                f"convolve: a {kernel_size}×{kernel_size} stride-{s} kernel for {c_in} input "
+                f"channels cannot read {c_x} channels (grouped: 1×1, stride 1 and a multiple "
+                f"of {c_in} channels only)"
+            )
+        groups = c_x // c_in
+    if kernel_size == 1 and s == 1 and not depthwise:
+        # A 1×1 convolution is a matrix product over the channels. On small
+        # feature maps the CPU's matmul kernel costs a fraction of the convolution
+        # kernel (whose per-call overhead dominates there); on large ones they are
+        # equal (docs/benchmarks.md §6). A reshape, not a slice, of the kernel: its
+        # gradient is one op.
+        matrix = tf.reshape(kernel, kernel.shape[2:])
+        if groups > 1:
+            matrix = block_diagonal(matrix, groups)
+        filters = matrix.shape[1]
+        y = tf.matmul(tf.reshape(x, [-1, c_x]), matrix)
+        h, w = x.shape[1], x.shape[2]
+        if h is None or w is None:
+            return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [filters]], 0))
+        return tf.reshape(y, [-1, h, w, filters])
+    if s == 1:
+        # Stride 1: TF's SAME padding is symmetric for odd effective kernels.
+        padding, x_in = "SAME", x
+    else:
+        padding, x_in = "VALID", symmetric_pad(x, p)
+    if depthwise:
+        if s > 1 and d > 1:
+            # TF's depthwise conv cannot combine stride and dilation: subsample.
+            y = tf.nn.depthwise_conv2d(x_in, kernel, [1, 1, 1, 1], padding, dilations=[d, d])
+            return y[:, ::s, ::s, :]
+        return tf.nn.depthwise_conv2d(x_in, kernel, [1, s, s, 1], padding, dilations=[d, d])
+    return tf.nn.conv2d(x_in, kernel, s, padding, dilations=d)
+
+
 class SearchBatchNorm(keras.layers.Layer):
     """Batch normalization without affine parameters that always uses batch statistics.
 
@@ -197,31 +264,8 @@ class Conv(keras.layers.Layer):
         )
 
     def call(self, x):
-        p = _pad_amount(self.kernel_size, self.dilation)
-        s, d = self.stride, self.dilation
         kernel = tf.cast(self.kernel, x.dtype)
-        if self.kernel_size == 1 and s == 1 and not self.depthwise:
-            # A 1×1 convolution is a matrix product over the channels. On small
-            # feature maps the CPU's matmul kernel costs a fraction of the convolution
-            # kernel (whose per-call overhead dominates there); on large ones they are
-            # equal (docs/benchmarks.md §6).
-            y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel[0, 0])
-            h, w = x.shape[1], x.shape[2]
-            if h is None or w is None:
-                return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.filters]], 0))
-            return tf.reshape(y, [-1, h, w, self.filters])
-        if s == 1:
-            # Stride 1: TF's SAME padding is symmetric for odd effective kernels.
-            padding, x_in = "SAME", x
-        else:
-            padding, x_in = "VALID", symmetric_pad(x, p)
-        if self.depthwise:
-            if s > 1 and d > 1:
-                # TF's depthwise conv cannot combine stride and dilation: subsample.
-                y = tf.nn.depthwise_conv2d(x_in, kernel, [1, 1, 1, 1], padding, dilations=[d, d])
-                return y[:, ::s, ::s, :]
-            return tf.nn.depthwise_conv2d(x_in, kernel, [1, s, s, 1], padding, dilations=[d, d])
-        return tf.nn.conv2d(x_in, kernel, s, padding, dilations=d)
+        return convolve(x, kernel, self.kernel_size, self.stride, self.dilation, self.depthwise)
 
     def get_config(self):
         return {
