@@ -77,6 +77,12 @@ flags.DEFINE_integer("batch", None, "override the configs' batch size (None: the
 flags.DEFINE_bool(
     "profile", False, "report each compiled function's calls, ms and memory per step (Linux)"
 )
+flags.DEFINE_list(
+    "edges",
+    ["wide"],
+    "'wide' (a cell's edges from one state as one op, the default) and/or 'single' "
+    "(each edge by itself; darts_supernet.wide_edges=False)",
+)
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
@@ -230,6 +236,7 @@ def run_case(case: dict) -> dict:
     supernet_kwargs = {"channels": cfg["channels"], "num_cells": cfg["num_cells"]}
     if case.get("partial_channels"):
         supernet_kwargs["partial_channels"] = int(case["partial_channels"])
+    supernet_kwargs["wide_edges"] = case.get("edges", "wide") == "wide"
 
     build = functools.partial(
         build_search_model,
@@ -370,13 +377,15 @@ def main(argv):
         raise app.UsageError(
             f"--partial_channels={FLAGS.partial_channels}: 'none' or integers >= 1 allowed"
         )
+    if not FLAGS.edges or any(e not in ("wide", "single") for e in FLAGS.edges):
+        raise app.UsageError(f"--edges={FLAGS.edges}: 'wide' and/or 'single' allowed")
     machine = {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "platform": sys.platform,
     }
     print(json.dumps({"machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
-    for config, pc, xla in itertools.product(FLAGS.configs, partial, FLAGS.xla):
+    for config, pc, xla, edges in itertools.product(FLAGS.configs, partial, FLAGS.xla, FLAGS.edges):
         # One forward+backward baseline per supernet and XLA setting, then each method and K.
         base = None
         cases = [("forward_backward", 1)] + [
@@ -394,6 +403,7 @@ def main(argv):
                 "steps": FLAGS.steps,
                 "warmup": FLAGS.warmup,
                 "partial_channels": pc,
+                "edges": edges,
                 "batch": FLAGS.batch or CONFIGS[config]["batch"],
                 "graph_optimizer": FLAGS.graph_optimizer,
                 "profile": FLAGS.profile,

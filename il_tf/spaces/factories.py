@@ -38,13 +38,16 @@ def darts_supernet(
     skip_dropout: float = 0.0,
     dropout_seed: int = 0,
     max_skip_normal: int | None = None,
+    wide_edges: bool = True,
 ) -> keras.layers.Layer:
     """The DARTS search supernet (docs/design.md §5); defaults are the DARTS search settings.
 
     ``partial_channels`` K (PC-DARTS: 4) sends 1/K of each edge's channels through
     the mixed op; ``edge_normalization`` (None = on when K > 1) adds the β logits.
     ``ops``/``reduce_ops`` take one op list or one list per edge; ``skip_dropout``
-    and ``max_skip_normal`` are P-DARTS's skip-connect dropout and cap. See
+    and ``max_skip_normal`` are P-DARTS's skip-connect dropout and cap.
+    ``wide_edges=False`` computes each edge by itself instead of a state's edges as
+    one wide op (the same values, a larger graph; for comparisons). See
     :class:`~il_tf.spaces.darts_supernet.DartsSupernet`.
     """
 
@@ -67,6 +70,7 @@ def darts_supernet(
         skip_dropout=skip_dropout,
         dropout_seed=dropout_seed,
         max_skip_normal=max_skip_normal,
+        wide_edges=wide_edges,
     )
 
 
