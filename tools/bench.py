@@ -79,9 +79,9 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_list(
     "edges",
-    ["wide"],
-    "'wide' (a cell's edges from one state as one op, the default) and/or 'single' "
-    "(each edge by itself; darts_supernet.wide_edges=False)",
+    ["single"],
+    "'single' (each edge by itself, the default) and/or 'wide' (a cell's edges from one "
+    "state as one op per candidate op: darts_supernet.wide_edges=True)",
 )
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
@@ -236,7 +236,7 @@ def run_case(case: dict) -> dict:
     supernet_kwargs = {"channels": cfg["channels"], "num_cells": cfg["num_cells"]}
     if case.get("partial_channels"):
         supernet_kwargs["partial_channels"] = int(case["partial_channels"])
-    supernet_kwargs["wide_edges"] = case.get("edges", "wide") == "wide"
+    supernet_kwargs["wide_edges"] = case.get("edges") == "wide"
 
     build = functools.partial(
         build_search_model,

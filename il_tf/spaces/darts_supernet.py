@@ -426,7 +426,7 @@ class SearchCell(keras.layers.Layer):
         partial_channels: int = 1,
         skip_dropout: float = 0.0,
         salt: int = 0,
-        wide_edges: bool = True,
+        wide_edges: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -531,8 +531,10 @@ class DartsSupernet(keras.layers.Layer):
       dropout_seed: salts the (deterministic) dropout masks.
       max_skip_normal: the skip-connect cap of :meth:`derive` (P-DARTS: 2); None = none.
       wide_edges: compute the edges that leave a state as one wide op per candidate
-        op (``il_tf/spaces/batched_ops.py``): the same values with a several times
-        smaller graph; False computes each edge by itself.
+        op (``il_tf/spaces/batched_ops.py``): the same values with a graph about a
+        third smaller, so tracing and the compiled functions' memory shrink; on CPUs
+        it is faster on small feature maps and slower on large ones
+        (docs/benchmarks.md §10). False (default): each edge by itself.
     """
 
     space = genotypes_lib.DARTS_SPACE
@@ -555,7 +557,7 @@ class DartsSupernet(keras.layers.Layer):
         skip_dropout: float = 0.0,
         dropout_seed: int = 0,
         max_skip_normal: int | None = None,
-        wide_edges: bool = True,
+        wide_edges: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -38,7 +38,7 @@ def darts_supernet(
     skip_dropout: float = 0.0,
     dropout_seed: int = 0,
     max_skip_normal: int | None = None,
-    wide_edges: bool = True,
+    wide_edges: bool = False,
 ) -> keras.layers.Layer:
     """The DARTS search supernet (docs/design.md §5); defaults are the DARTS search settings.
 
@@ -46,8 +46,8 @@ def darts_supernet(
     the mixed op; ``edge_normalization`` (None = on when K > 1) adds the β logits.
     ``ops``/``reduce_ops`` take one op list or one list per edge; ``skip_dropout``
     and ``max_skip_normal`` are P-DARTS's skip-connect dropout and cap.
-    ``wide_edges=False`` computes each edge by itself instead of a state's edges as
-    one wide op (the same values, a larger graph; for comparisons). See
+    ``wide_edges=True`` computes the edges that leave a state as one wide op per
+    candidate op (the same values, a smaller graph: see the supernet). See
     :class:`~il_tf.spaces.darts_supernet.DartsSupernet`.
     """
 

@@ -122,14 +122,14 @@ def test_block_diagonal():
     np.testing.assert_array_equal(got, expected)
 
 
-def test_grouped_pointwise_convolution_is_one_matmul_per_group(float64):
-    x = _normal([2, 5, 5, 6], 1)
-    kernel = _normal([1, 1, 2, 9], 2)  # three groups of 2 → 3 channels
+@pytest.mark.parametrize("c_in", [2, 48], ids=["block_diagonal", "per_group"])
+def test_grouped_pointwise_convolution_is_one_matmul_per_group(float64, c_in):
+    x = _normal([2, 5, 5, 3 * c_in], 1)
+    kernel = _normal([1, 1, c_in, 9], 2)  # three groups of c_in → 3 channels
     y = convolve(x, kernel, 1)
     for g in range(3):
-        expected = tf.einsum(
-            "bhwc,cd->bhwd", x[..., 2 * g : 2 * g + 2], kernel[0, 0, :, 3 * g : 3 * g + 3]
-        )
+        part = x[..., c_in * g : c_in * (g + 1)]
+        expected = tf.einsum("bhwc,cd->bhwd", part, kernel[0, 0, :, 3 * g : 3 * g + 3])
         np.testing.assert_allclose(y[..., 3 * g : 3 * g + 3], expected, rtol=1e-12)
 
 
