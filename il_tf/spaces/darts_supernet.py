@@ -470,6 +470,9 @@ class SearchCell(keras.layers.Layer):
 
     def call(self, s0, s1, weights, edge_weights=None, noise_keys=None, aux_skip=None):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        # One unstack instead of a slice per edge keeps the graph small.
+        rows = tf.unstack(weights)
+        scales = None if edge_weights is None else tf.unstack(edge_weights)
         incoming = [[] for _ in range(self.steps)]
         # State by state: once state j is summed, every edge leaving it is computed
         # (one wide op per candidate op when they share their ops); each node then
@@ -480,15 +483,18 @@ class SearchCell(keras.layers.Layer):
             nodes = list(range(max(0, j - 1), self.steps))
             edges = [self._edge_index(i, j) for i in nodes]
             outputs = self._edges_from(
-                states[j], edges, weights, edge_weights, noise_keys, aux_skip
+                states[j], edges, weights, rows, edge_weights, scales, noise_keys, aux_skip
             )
             for i, y in zip(nodes, outputs, strict=True):
                 incoming[i].append(y)
         states.append(tf.add_n(incoming[-1]))
         return tf.concat(states[-self.multiplier :], axis=-1)
 
-    def _edges_from(self, h, edges, weights, edge_weights, noise_keys, aux_skip):
-        """The outputs of the edges ``edges`` (indices), which all read state ``h``."""
+    def _edges_from(self, h, edges, weights, rows, edge_weights, scales, noise_keys, aux_skip):
+        """The outputs of the edges ``edges`` (indices), which all read state ``h``.
+
+        ``rows`` and ``scales`` are ``weights`` and ``edge_weights`` unstacked.
+        """
         # Pooling (and PC-DARTS's bypass pooling) of h is computed once for all its edges.
         shared = {}
         for e in edges:
@@ -496,14 +502,14 @@ class SearchCell(keras.layers.Layer):
         layers = [self.edges[e] for e in edges]
         if self.wide_edges and len(edges) > 1 and len({self.edge_ops[e] for e in edges}) == 1:
             index = tf.constant(edges)
-            scales = None if edge_weights is None else tf.gather(edge_weights, index)
+            wide_scales = None if edge_weights is None else tf.gather(edge_weights, index)
             return wide_mixed_ops(
-                layers, h, tf.gather(weights, index), noise_keys, shared, aux_skip, scales
+                layers, h, tf.gather(weights, index), noise_keys, shared, aux_skip, wide_scales
             )
         outputs = []
         for e, edge in zip(edges, layers, strict=True):
-            y = edge(h, weights[e], noise_keys, shared, aux_skip)
-            outputs.append(y if edge_weights is None else edge_weights[e] * y)
+            y = edge(h, rows[e], noise_keys, shared, aux_skip)
+            outputs.append(y if scales is None else scales[e] * y)
         return outputs
 
 
