@@ -83,6 +83,11 @@ flags.DEFINE_list(
     "'single' (each edge by itself, the default) and/or 'wide' (a cell's edges from one "
     "state as one op per candidate op: darts_supernet.wide_edges=True)",
 )
+flags.DEFINE_bool(
+    "segmented_gradients",
+    False,
+    "every gradient one segment at a time, recomputing (SearchConfig.segmented_gradients)",
+)
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
@@ -257,6 +262,7 @@ def run_case(case: dict) -> dict:
         OptimizerSettings(),
         total_weight_steps=1000,
         jit_compile=case["xla"],
+        segmented_gradients=case.get("segmented_gradients", False),
     )
     calls = CallTimes() if case.get("profile") else None
     if calls:
@@ -406,6 +412,7 @@ def main(argv):
                 "edges": edges,
                 "batch": FLAGS.batch or CONFIGS[config]["batch"],
                 "graph_optimizer": FLAGS.graph_optimizer,
+                "segmented_gradients": FLAGS.segmented_gradients,
                 "profile": FLAGS.profile,
             }
             proc = subprocess.run(

@@ -147,6 +147,8 @@ class SearchEngine:
       optimizers: learning rates, weight decay, clipping and the rest.
       total_weight_steps: length of the cosine schedule, in weight steps.
       jit_compile: compile the steps with XLA.
+      segmented_gradients: every gradient one supernet segment at a time,
+        recomputing activations (``StepFunctions``): less memory, one more forward.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class SearchEngine:
         optimizers: OptimizerSettings,
         total_weight_steps: int,
         jit_compile: bool = False,
+        segmented_gradients: bool = False,
     ):
         self.strategy = strategy
         self.schedule = schedule
@@ -189,7 +192,9 @@ class SearchEngine:
             ]
             self.weight_optimizer.build(self.weight_variables)
             self.arch_optimizer.build(self.model.arch.arch_variables)
-            self.steps = StepFunctions(strategy, self.model, self.chain, jit_compile)
+            self.steps = StepFunctions(
+                strategy, self.model, self.chain, jit_compile, segmented_gradients
+            )
             # The encoder as the current stage received it (W_anchor), flat.
             self.anchor = tf.Variable(
                 tf.zeros(sum(self.steps.encoder_layout.sizes), self.weight_variables[0].dtype),

@@ -267,6 +267,48 @@ def head_adjoint(
     return g_features, u_features, u_head
 
 
+# The first-order gradient one segment at a time, recomputing: a forward sweep keeps only
+# the states between segments; a backward sweep takes each segment's vector-Jacobian
+# product ∇_{(s, w, A)} ⟨ḡ_i, F_i⟩ from its recomputed activations. The memory is one
+# segment's activations instead of the whole network's, for one more forward pass.
+
+
+def segment_vjp(
+    apply: Callable[[Sequence[tf.Tensor], Tensors, Tensors], Tensors],
+    state: Tensors,
+    weights: Tensors,
+    arch: Tensors,
+    adjoint: Tensors,
+    first: bool,
+) -> tuple[Tensors | None, Tensors, Tensors]:
+    """One segment of a backward pass: (ḡ_in, ∇_w, ∇_A) of ⟨adjoint, F⟩ on this replica.
+
+    ``apply(state, weights, arch)`` is the segment; ``first`` says its state is a
+    constant (the images), whose ḡ_in is None.
+    """
+    inputs = (weights, arch) if first else (state, weights, arch)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        psi = _inner([tf.identity(o) for o in apply(state, weights, arch)], adjoint)
+    grads = tape.gradient(psi, inputs, unconnected_gradients=ZERO)
+    if first:
+        return None, grads[0], grads[1]
+    return grads[0], grads[1], grads[2]
+
+
+def head_gradient(
+    loss_fn: Callable[[tf.Tensor, Tensors], tuple[tf.Tensor, LossStats]],
+    features: tf.Tensor,
+    head: Tensors,
+) -> tuple[tf.Tensor, Tensors, LossStats]:
+    """The loss end of a backward pass: (ḡ_n = ∂L/∂features, ∇_H L, stats) on this replica."""
+    with tf.GradientTape() as tape:
+        tape.watch((features, head))
+        loss, stats = loss_fn(features, head)
+    g_features, g_head = tape.gradient(loss, (features, head), unconnected_gradients=ZERO)
+    return g_features, g_head, stats
+
+
 def fd_radius(vector: Tensors) -> tf.Tensor:
     """DARTS's central-difference step ε = FD_RADIUS / ‖v‖ (any finite value when v = 0)."""
     norm = tf.linalg.global_norm(vector)

@@ -47,6 +47,8 @@ FREE_SETTINGS = (
     "nb201_table",
     "jit_compile",
     "graph_optimizer",
+    # The same gradients (to rounding), computed one segment at a time.
+    "segmented_gradients",
 )
 # Settings a restarted search may raise when asked to (``extend``, tools/search.py --extend).
 EXTENDABLE_SETTINGS = ("epochs",)
@@ -93,6 +95,10 @@ class SearchConfig:
         then start in minutes instead of half an hour or more (unrolled, K=2, R=2 at
         bench config S: 6 min instead of more than 25), at the cost of more memory
         (docs/benchmarks.md).
+      segmented_gradients: compute every gradient one supernet segment (a DARTS
+        cell) at a time, recomputing its activations: the memory of one segment's
+        activations instead of the whole network's, for one more forward pass per
+        gradient (docs/benchmarks.md §10).
       mixed_precision: None (float32) or ``mixed_bfloat16``: the supernet and heads
         compute in bfloat16 with float32 weights; losses, α and every hypergradient
         stay float32. (float16 would need loss scaling inside the unrolled chain.)
@@ -118,6 +124,7 @@ class SearchConfig:
     nb201_table: str | None = None
     jit_compile: bool = False
     graph_optimizer: bool = True
+    segmented_gradients: bool = False
     mixed_precision: str | None = None
 
     def __post_init__(self):
@@ -157,7 +164,7 @@ class SearchConfig:
                 raise ValueError(
                     f"SearchConfig.order {list(self.order)} must list each learner name once: {names}"
                 )
-        for name in ("jit_compile", "graph_optimizer", "draw"):
+        for name in ("jit_compile", "graph_optimizer", "segmented_gradients", "draw"):
             check_bool(OWNER, name, getattr(self, name))
         if self.mixed_precision not in (None, "mixed_bfloat16"):
             raise invalid(
@@ -392,6 +399,7 @@ class _Run:
             config.optimizers,
             total_weight_steps=self.total_iterations * self.schedule.num_steps,
             jit_compile=config.jit_compile,
+            segmented_gradients=config.segmented_gradients,
         )
         self.model: SearchModel = self.engine.model
         # Host-side state, created outside the strategy scope (plain variables): the

@@ -109,6 +109,8 @@ class StepFunctions:
       model: the search model.
       settings: λ, weight decay and clip norm of the chain.
       jit_compile: compile the functions with XLA.
+      segmented_gradients: compute every gradient one supernet segment at a time,
+        recomputing each segment's activations (:meth:`gradient`).
     """
 
     def __init__(
@@ -117,11 +119,13 @@ class StepFunctions:
         model: SearchModel,
         settings: ChainSettings,
         jit_compile: bool = False,
+        segmented_gradients: bool = False,
     ):
         self.strategy = strategy
         self.model = model
         self.settings = settings
         self.jit_compile = jit_compile
+        self.segmented_gradients = segmented_gradients
         self.encoder_layout = WeightLayout(model.encoder.trainable_variables)
         self.head_layouts = [WeightLayout(h.trainable_variables) for h in model.heads]
         self.segments = model.encoder.segments()
@@ -264,6 +268,37 @@ class StepFunctions:
         )
         return (adj,), (adj_tan,), u_head
 
+    def _segment_forward_body(self, i, enc, arch, images, state):
+        return self._segment_apply(i, images, state, self._segment_slice(i, enc), arch)
+
+    def _segment_vjp_body(self, i, enc, arch, images, state, adj):
+        def apply(state, weights, arch):
+            return self._segment_apply(i, images, state, weights, arch)
+
+        adj_in, g_weights, g_arch = objective.segment_vjp(
+            apply, list(state), self._segment_slice(i, enc), list(arch), list(adj), i == 0
+        )
+        if i == 0:
+            return g_weights, g_arch
+        return tuple(adj_in), g_weights, g_arch
+
+    def _head_gradient_body(self, kind, state, head, labels):
+        layout = self.head_layouts[kind]
+
+        def loss_fn(features, head):
+            return objective.head_loss(self.model, layout.unpack(head), kind, features, labels)
+
+        (features,) = state
+        g_features, g_head, stats = objective.head_gradient(loss_fn, features, head)
+        return (g_features,), g_head, (stats,)
+
+    def _gradient_finish_body(self, _key, pieces, g_arch_parts, g_heads):
+        # Per learner of the stage, its segments' pieces of ∇W, in encoder order.
+        g_enc = tf.add_n([tf.concat(p, axis=0) for p in pieces])
+        g_arch = [tf.add_n(list(parts)) for parts in zip(*g_arch_parts, strict=True)]
+        g_arch, g_enc, g_heads = objective.cross_replica_sum((g_arch, g_enc, list(g_heads)))
+        return g_arch, g_enc, tuple(g_heads)
+
     def _exact_finish_body(self, _key, u_pieces, u_arch, u_heads, v_enc, v_heads, lr):
         lr = tf.cast(lr, v_enc.dtype)
         # Per learner of the stage, its segments' pieces of u_W, in encoder order.
@@ -344,7 +379,11 @@ class StepFunctions:
 
         The one compiled forward+backward pass: virtual steps, validation
         gradients, finite-difference links and the real weight steps all call it.
+        With ``segmented_gradients`` it is a sweep over the supernet's segments
+        instead (:meth:`_segmented_gradient`).
         """
+        if self.segmented_gradients:
+            return self._segmented_gradient(learners, arch, enc, tuple(heads), tuple(batches))
         fn = self._function(
             "gradient", self.kinds(learners), self._gradient_body, reduce_stats=True
         )
@@ -429,6 +468,44 @@ class StepFunctions:
             u_heads.append(u_head)
         fn = self._function("exact_finish", (len(learners), len(u_arch)), self._exact_finish_body)
         return fn(tuple(u_pieces), tuple(u_arch), tuple(u_heads), v_enc, v_heads, lr)
+
+    def _segmented_gradient(self, learners, arch, enc, heads, batches):
+        """:meth:`gradient` one segment at a time (``objective.segment_vjp``).
+
+        Per learner of the stage: a forward sweep keeps each segment's input state, a
+        backward sweep recomputes one segment's activations at a time and carries the
+        adjoint of the state back. The memory is one segment's activations, not the
+        whole network's; the cost is one more forward pass.
+        """
+        pieces, g_arch, g_heads, stats = [], [], [], []
+        last = len(self.segments) - 1
+        for k, head, (images, labels) in zip(learners, heads, batches, strict=True):
+            states = [(images,)]
+            for i in range(last + 1):
+                fn = self._function("segment_forward", i, self._segment_forward_body)
+                states.append(fn(enc, arch, images, states[-1]))
+            fn = self._function(
+                "head_gradient", self._kind[k], self._head_gradient_body, reduce_stats=True
+            )
+            adj, g_head, (st,) = fn(states[-1], head, labels)
+            own = [None] * (last + 1)
+            for i in range(last, -1, -1):
+                fn = self._function("segment_vjp", i, self._segment_vjp_body)
+                out = fn(enc, arch, images, states[i], adj)
+                if i:
+                    adj, own[i], g_a = out
+                else:
+                    own[i], g_a = out
+                g_arch.append(g_a)
+                states[i + 1] = None
+            pieces.append(tuple(own))
+            g_heads.append(g_head)
+            stats.append(st)
+        fn = self._function(
+            "gradient_finish", (len(learners), len(g_arch)), self._gradient_finish_body
+        )
+        g_arch, g_enc, g_heads = fn(tuple(pieces), tuple(g_arch), tuple(g_heads))
+        return g_arch, g_enc, g_heads, stats
 
     def unrolled(self, schedule, arch, enc, heads, train_batches, val_batches, lr):
         """dL^val/dA through the whole chain as one graph: (per-replica ∂A, host stats).

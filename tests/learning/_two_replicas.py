@@ -1,7 +1,7 @@
 """One search iteration on 1 device and on 2 replicas (two logical CPUs); prints the gap.
 
 Run as a script (logical devices must be configured before TensorFlow starts):
-    python tests/learning/_two_replicas.py METHOD [eager|graph]
+    python tests/learning/_two_replicas.py METHOD [eager|graph] [segmented]
 Prints one JSON line with the largest absolute differences of α and of the weights.
 ``eager`` runs the step functions eagerly (same math, no tracing: seconds instead
 of minutes for the 2-replica trace).
@@ -42,7 +42,7 @@ def build() -> SearchModel:
     )
 
 
-def run(devices, method, schedule, train, val):
+def run(devices, method, schedule, train, val, segmented=False):
     strategy = tf.distribute.MirroredStrategy(devices)
     engine = SearchEngine(
         strategy,
@@ -52,6 +52,7 @@ def run(devices, method, schedule, train, val):
         0.1,
         OptimizerSettings(arch_lr=0.01),
         total_weight_steps=100,
+        segmented_gradients=segmented,
     )
 
     def split(batch):
@@ -70,7 +71,7 @@ def run(devices, method, schedule, train, val):
     return arch, weights
 
 
-def main(method: str, mode: str) -> None:
+def main(method: str, mode: str, segmented: bool = False) -> None:
     tf.config.run_functions_eagerly(mode == "eager")
     rng = np.random.default_rng(0)
     schedule = make_schedule(2, 1, "interleaved", steps_per_stage=2)
@@ -83,8 +84,8 @@ def main(method: str, mode: str) -> None:
 
     train = [[[batch(k) for k in stage.learners] for _ in range(2)] for stage in schedule.stages]
     val = [batch(k) for k in range(2)]
-    arch1, w1 = run(DEVICES[:1], method, schedule, train, val)
-    arch2, w2 = run(DEVICES, method, schedule, train, val)
+    arch1, w1 = run(DEVICES[:1], method, schedule, train, val, segmented)
+    arch2, w2 = run(DEVICES, method, schedule, train, val, segmented)
     arch0 = build().arch.numpy()
     print(
         json.dumps(
@@ -104,4 +105,8 @@ def main(method: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "graph")
+    main(
+        sys.argv[1],
+        sys.argv[2] if len(sys.argv) > 2 else "graph",
+        len(sys.argv) > 3 and sys.argv[3] == "segmented",
+    )

@@ -303,6 +303,7 @@ def test_quickstart_as_in_the_readme(tmp_path):
     "method, mode",
     [
         ("chain_finite_difference", "eager"),
+        ("chain_finite_difference", "eager segmented"),
         pytest.param("chain_exact", "eager", marks=pytest.mark.slow),
         pytest.param("per_learner_finite_difference", "eager", marks=pytest.mark.slow),
         pytest.param("unrolled", "eager", marks=pytest.mark.slow),
@@ -315,7 +316,7 @@ def test_two_replicas_equal_one_device(method, mode):
     # 1-device step.
     script = PROJECT_ROOT / "tests" / "learning" / "_two_replicas.py"
     proc = subprocess.run(
-        [sys.executable, str(script), method, mode],
+        [sys.executable, str(script), method, *mode.split()],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -348,3 +349,17 @@ def test_search_without_graph_optimizer_computes_the_same_and_restores_it(tmp_pa
     _, meta_on = load_genotype_with_metadata(optimized.genotype_path)
     for name in meta_on["alpha"]:
         np.testing.assert_allclose(meta_off["alpha"][name], meta_on["alpha"][name], atol=1e-5)
+
+
+def test_search_with_segmented_gradients_computes_the_same(tmp_path):
+    config = tiny_config(epochs=1, iterations_per_epoch=2)
+    whole = run_search(config, tmp_path / "whole")
+    segmented = run_search(
+        dataclasses.replace(config, segmented_gradients=True), tmp_path / "segmented"
+    )
+    _, meta_whole = load_genotype_with_metadata(whole.genotype_path)
+    _, meta_seg = load_genotype_with_metadata(segmented.genotype_path)
+    settings = json.loads((tmp_path / "segmented" / "run.json").read_text())["settings"]
+    assert settings["segmented_gradients"] is True
+    for name in meta_whole["alpha"]:
+        np.testing.assert_allclose(meta_seg["alpha"][name], meta_whole["alpha"][name], atol=1e-5)
