@@ -135,8 +135,8 @@ def convolve(
     ``kernel`` is ``[k, k, C_in, C_out]`` (dense) or ``[k, k, C_in, 1]`` (depthwise). A
     1×1 stride-1 kernel with fewer input channels than ``x`` is a grouped convolution
     with ``x.shape[-1] // C_in`` groups: group g reads and writes the g-th block of
-    channels (as a block-diagonal matrix product; TF's grouped convolution has no
-    gradient on CPU).
+    channels (a block-diagonal matmul up to :data:`MAX_BLOCK_DIAGONAL` input channels,
+    one matmul per group above; TF's grouped convolution has no gradient on CPU).
     """
     p = _pad_amount(kernel_size, dilation)
     s, d = stride, dilation
