@@ -230,6 +230,18 @@ def derive_darts_genotype(
 
 
 # ----------------------------------------------------------------------------- layers
+def _aux_skip_terms(stride: int, aux_skip, x, skip_out) -> list:
+    """DARTS-'s auxiliary skip term of an edge (or of a wide group of edges), if any.
+
+    On a stride-1 edge it is ``aux_skip``·x (x: the channels the ops see); on a stride-2
+    edge it is ``aux_skip`` times the edge's own ``skip_connect`` output (FactorizedReduce,
+    its weights shared with the candidate); an edge without that candidate has none.
+    """
+    if stride == 1:
+        return [aux_skip * x]
+    return [] if skip_out is None else [aux_skip * skip_out]
+
+
 class MixedOp(keras.layers.Layer):
     """The weighted sum of all candidate ops on one edge (weights = softmax of α).
 
@@ -327,10 +339,7 @@ class MixedOp(keras.layers.Layer):
                 y = hashed_dropout(y, noise_keys, self.salt, self.skip_dropout)
             terms.append(w[i] * y)
         if aux_skip is not None:
-            if self.stride == 1:
-                terms.append(aux_skip * x)
-            elif skip_out is not None:
-                terms.append(aux_skip * skip_out)
+            terms.extend(_aux_skip_terms(self.stride, aux_skip, x, skip_out))
         out = tf.add_n(terms)
         if bypass is not None:
             if self.stride > 1:
@@ -387,11 +396,9 @@ def wide_mixed_ops(
             skip_out = y
         terms.append(columns[i] * y)
     if aux_skip is not None:
-        aux = tf.fill([n, 1], aux_skip)
-        if first.stride == 1:
-            terms.append(aux * blocks(x, 1))
-        elif skip_out is not None:
-            terms.append(aux * skip_out)
+        terms.extend(
+            _aux_skip_terms(first.stride, tf.fill([n, 1], aux_skip), blocks(x, 1), skip_out)
+        )
     out = tf.add_n(terms)
     if bypass is not None:
         if first.stride > 1:

@@ -182,6 +182,10 @@ def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, mon
         ({"order": ["low"]}, "must list each learner name once"),
         ({"graph_optimizer": "no"}, "SearchConfig.graph_optimizer must be True or False, got 'no'"),
         (
+            {"segmented_gradients": 1},
+            "SearchConfig.segmented_gradients must be True or False, got 1",
+        ),
+        (
             {"nb201_table": "/nonexistent.json.gz"},
             "nb201_table '/nonexistent.json.gz' is not a file",
         ),

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from il_tf.spaces.architecture import AUX_SKIP
 from il_tf.spaces.batched_ops import wide_conv, wide_op
-from il_tf.spaces.darts_supernet import DartsSupernet, SearchCell
+from il_tf.spaces.darts_supernet import DartsSupernet, MixedOp, SearchCell, wide_mixed_ops
 from il_tf.spaces.genotypes import DARTS_OPS, edge_index, num_edges
 from il_tf.spaces.ops import Conv, block_diagonal, convolve, make_op
 
@@ -150,6 +150,9 @@ def test_wide_ops_refuse_edges_that_differ():
         wide_op([make_op("sep_conv_3x3", 4, 1, True), make_op("skip_connect", 4, 2, True)], x)
     with pytest.raises(ValueError, match="no wide form"):
         wide_op([make_op("max_pool_3x3", 4, 1, True)] * 2, x)
+    edges = [MixedOp(4, 1, ("skip_connect", "sep_conv_3x3")), MixedOp(4, 2, ("skip_connect",))]
+    with pytest.raises(ValueError, match="differ in their ops or stride"):
+        wide_mixed_ops(edges, x, tf.ones([2, 2]))
 
 
 def test_every_darts_op_with_weights_has_a_wide_form(float64):

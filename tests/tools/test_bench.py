@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import time
 
 import pytest
@@ -76,3 +78,14 @@ def test_a_first_call_reports_its_tracing_apart_and_its_graph(bench):
     assert min(before, traced, ran, trimmed) > 0  # resident MB, read from /proc
     calls.reset()
     assert not calls.seconds and not calls.trace_seconds
+
+
+def test_an_unknown_edges_form_is_a_one_line_usage_error():
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "tools" / "bench.py"), "--edges=bogus"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "--edges=['bogus']: 'wide' and/or 'single' allowed" in proc.stderr
