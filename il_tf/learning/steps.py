@@ -53,29 +53,100 @@ class WeightLayout:
         return [tf.reshape(p, s) for p, s in zip(parts, self.shapes, strict=True)]
 
 
-def _segment_ranges(variables: Sequence, segments: Sequence) -> list[tuple[int, int]]:
-    """(offset, size) of each segment's weights in the flat encoder vector."""
-    offsets, offset = {}, 0
-    for v in variables:
-        offsets[id(v)] = offset
-        offset += int(np.prod(v.shape))
-    ranges, covered = [], 0
-    for seg in segments:
-        size = sum(int(np.prod(v.shape)) for v in seg.variables)
-        start = offsets[id(seg.variables[0])] if seg.variables else covered
-        if start != covered:
+class SegmentLayout:
+    """Which weights of the flat encoder vector each supernet segment owns.
+
+    A segment owns any set of the encoder's trainable variables (in its own order);
+    every variable belongs to exactly one segment. A segment's weights are the
+    concatenation of its variables' runs of the flat vector.
+    """
+
+    def __init__(self, variables: Sequence, segments: Sequence):
+        index = {id(v): i for i, v in enumerate(variables)}
+        self.sizes = [int(np.prod(v.shape)) for v in variables]
+        offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int).tolist()
+        owner = [None] * len(variables)
+        #: Per segment, the indices of its variables in the encoder's order.
+        self.indices: list[list[int]] = []
+        for s, seg in enumerate(segments):
+            mine = []
+            for v in seg.variables:
+                i = index.get(id(v))
+                if i is None or owner[i] is not None:
+                    raise ValueError(
+                        f"segment {s} owns {v.path!r}, which is "
+                        + (
+                            "not a trainable variable of the supernet"
+                            if i is None
+                            else f"owned by segment {owner[i]} already"
+                        )
+                        + "; every weight must belong to one segment (il_tf/spaces/space.py)"
+                    )
+                owner[i] = s
+                mine.append(i)
+            self.indices.append(mine)
+        missing = [variables[i].path for i, o in enumerate(owner) if o is None]
+        if missing:
             raise ValueError(
-                "a supernet's segments must own consecutive runs of its trainable variables, "
-                f"in order (il_tf/spaces/space.py); a segment starts at {start}, not {covered}"
+                f"the supernet's segments own none of {missing[:3]} ({len(missing)} variables); "
+                "every weight must belong to one segment (il_tf/spaces/space.py)"
             )
-        ranges.append((start, size))
-        covered += size
-    if covered != offset:
-        raise ValueError(
-            f"the supernet's segments own {covered} of its {offset} trainable weights; every "
-            "weight must belong to one segment (il_tf/spaces/space.py)"
-        )
-    return ranges
+        #: Per segment, its (offset, size) runs of the flat vector, adjacent runs merged.
+        self.runs: list[list[tuple[int, int]]] = []
+        for mine in self.indices:
+            runs = []
+            for i in mine:
+                if runs and runs[-1][0] + runs[-1][1] == offsets[i]:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + self.sizes[i])
+                else:
+                    runs.append((offsets[i], self.sizes[i]))
+            self.runs.append(runs)
+        #: The segments' pieces, concatenated in segment order, are the flat vector itself.
+        self.in_order = [i for mine in self.indices for i in mine] == list(range(len(variables)))
+
+    def split(self, flat: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """The flat encoder vector as one piece per segment."""
+        return tuple(_gather_runs(flat, runs) for runs in self.runs)
+
+    def join(self, pieces: Sequence[tf.Tensor]) -> tf.Tensor:
+        """The flat encoder vector of one piece per segment (the inverse of :meth:`split`)."""
+        if self.in_order:
+            return tf.concat(list(pieces), axis=0)
+        parts = [None] * len(self.sizes)
+        for piece, mine in zip(pieces, self.indices, strict=True):
+            if not mine:
+                continue
+            sizes = [self.sizes[i] for i in mine]
+            split = tf.split(piece, sizes) if len(sizes) > 1 else [piece]
+            for i, part in zip(mine, split, strict=True):
+                parts[i] = part
+        return tf.concat(parts, axis=0)
+
+
+def _gather_runs(flat: tf.Tensor, runs: Sequence[tuple[int, int]]) -> tf.Tensor:
+    if not runs:
+        return flat[:0]
+    parts = [flat[start : start + size] for start, size in runs]
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
+
+
+def _segment_functions(segments: Sequence, layouts: Sequence[WeightLayout]) -> list[int]:
+    """Per segment, the index of the first segment of its kind (its own if it has none)."""
+    first: dict = {}
+    out = []
+    for i, (seg, layout) in enumerate(zip(segments, layouts, strict=True)):
+        if seg.kind is None or i == 0:
+            out.append(i)
+            continue
+        j = first.setdefault(seg.kind, i)
+        if layouts[j].shapes != layout.shapes:
+            raise ValueError(
+                f"segments {j} and {i} are both of kind {seg.kind!r} but their weights differ "
+                f"(shapes {layouts[j].shapes} against {layout.shapes}); a kind promises the "
+                "same function of the same weights (il_tf/spaces/space.py)"
+            )
+        out.append(j)
+    return out
 
 
 def _add_body(_key, *values):
@@ -130,7 +201,10 @@ class StepFunctions:
         self.head_layouts = [WeightLayout(h.trainable_variables) for h in model.heads]
         self.segments = model.encoder.segments()
         self.segment_layouts = [WeightLayout(seg.variables) for seg in self.segments]
-        self.segment_ranges = _segment_ranges(model.encoder.trainable_variables, self.segments)
+        self.segment_layout = SegmentLayout(model.encoder.trainable_variables, self.segments)
+        #: Per segment, the segment whose compiled functions it uses (itself, or the
+        #: first segment of its kind: ``il_tf/spaces/space.py``).
+        self.segment_functions = _segment_functions(self.segments, self.segment_layouts)
         # Heads of the same configuration share traces: a step is traced once per
         # kind of stage, not once per learner.
         signatures = [_head_signature(h) for h in model.heads]
@@ -220,34 +294,31 @@ class StepFunctions:
             encoder.segment_context(images),
         )
 
-    def _segment_slice(self, i: int, flat):
-        start, size = self.segment_ranges[i]
-        return flat[start : start + size]
+    def _split_body(self, _key, flat):
+        return self.segment_layout.split(flat)
 
-    def _tangent_body(self, i, enc, v_enc, arch, images, state, tangent):
+    def _tangent_body(self, i, weights, v_weights, arch, images, state, tangent):
         def apply(state, weights):
             return self._segment_apply(i, images, state, weights, arch)
 
         out, out_tangent = objective.segment_tangent(
-            apply,
-            list(state),
-            self._segment_slice(i, enc),
-            None if i == 0 else list(tangent),
-            self._segment_slice(i, v_enc),
+            apply, list(state), weights, None if i == 0 else list(tangent), v_weights
         )
         return tuple(out), tuple(out_tangent)
 
-    def _segment_adjoint_body(self, i, enc, v_enc, arch, images, state, tangent, adj, adj_tan):
+    def _segment_adjoint_body(
+        self, i, weights, v_weights, arch, images, state, tangent, adj, adj_tan
+    ):
         def apply(state, weights, arch):
             return self._segment_apply(i, images, state, weights, arch)
 
         adj_in, adj_tan_in, u_weights, u_arch = objective.segment_adjoint(
             apply,
             list(state),
-            self._segment_slice(i, enc),
+            weights,
             list(arch),
             None if i == 0 else list(tangent),
-            self._segment_slice(i, v_enc),
+            v_weights,
             list(adj),
             list(adj_tan),
         )
@@ -268,15 +339,15 @@ class StepFunctions:
         )
         return (adj,), (adj_tan,), u_head
 
-    def _segment_forward_body(self, i, enc, arch, images, state):
-        return self._segment_apply(i, images, state, self._segment_slice(i, enc), arch)
+    def _segment_forward_body(self, i, weights, arch, images, state):
+        return self._segment_apply(i, images, state, weights, arch)
 
-    def _segment_vjp_body(self, i, enc, arch, images, state, adj):
+    def _segment_vjp_body(self, i, weights, arch, images, state, adj):
         def apply(state, weights, arch):
             return self._segment_apply(i, images, state, weights, arch)
 
         adj_in, g_weights, g_arch = objective.segment_vjp(
-            apply, list(state), self._segment_slice(i, enc), list(arch), list(adj), i == 0
+            apply, list(state), weights, list(arch), list(adj), i == 0
         )
         if i == 0:
             return g_weights, g_arch
@@ -293,16 +364,16 @@ class StepFunctions:
         return (g_features,), g_head, (stats,)
 
     def _gradient_finish_body(self, _key, pieces, g_arch_parts, g_heads):
-        # Per learner of the stage, its segments' pieces of ∇W, in encoder order.
-        g_enc = tf.add_n([tf.concat(p, axis=0) for p in pieces])
+        # Per learner of the stage, its segments' pieces of ∇W, one per segment.
+        g_enc = tf.add_n([self.segment_layout.join(p) for p in pieces])
         g_arch = [tf.add_n(list(parts)) for parts in zip(*g_arch_parts, strict=True)]
         g_arch, g_enc, g_heads = objective.cross_replica_sum((g_arch, g_enc, list(g_heads)))
         return g_arch, g_enc, tuple(g_heads)
 
     def _exact_finish_body(self, _key, u_pieces, u_arch, u_heads, v_enc, v_heads, lr):
         lr = tf.cast(lr, v_enc.dtype)
-        # Per learner of the stage, its segments' pieces of u_W, in encoder order.
-        u_enc = tf.add_n([tf.concat(pieces, axis=0) for pieces in u_pieces])
+        # Per learner of the stage, its segments' pieces of u_W, one per segment.
+        u_enc = tf.add_n([self.segment_layout.join(pieces) for pieces in u_pieces])
         u_arch = [tf.add_n(list(parts)) for parts in zip(*u_arch, strict=True)]
         u_arch, u_enc, u_heads = objective.cross_replica_sum((u_arch, u_enc, list(u_heads)))
         v_enc, v_heads, v_anchor = objective.adjoint_step(
@@ -369,6 +440,14 @@ class StepFunctions:
     def read(self):
         """(A, W, [H_k]) of the model, per replica."""
         return self._function("read", None, self._read_body)()
+
+    def _segment_function(self, name: str, i: int, body: Callable):
+        # Segments of one kind share the compiled function of the first of them.
+        return self._function(name, self.segment_functions[i], body)
+
+    def _split(self, flat):
+        """A flat encoder vector (per replica) as one piece per segment."""
+        return self._function("split_segments", None, self._split_body)(flat)
 
     def kinds(self, learners: Sequence[int]) -> tuple[int, ...]:
         """The trace key of a stage: each learner's first learner with an identical head."""
@@ -442,21 +521,26 @@ class StepFunctions:
         """
         u_pieces, u_arch, u_heads = [], [], []
         last = len(self.segments) - 1
+        weights, v_weights = self._split(enc), self._split(v_enc)
         for k, head, v_head, (images, labels) in zip(
             learners, heads, v_heads, batches, strict=True
         ):
             states, tangents = [(images,)], [None]
             for i in range(last + 1):
-                fn = self._function("segment_tangent", i, self._tangent_body)
-                state, tangent = fn(enc, v_enc, arch, images, states[-1], tangents[-1])
+                fn = self._segment_function("segment_tangent", i, self._tangent_body)
+                state, tangent = fn(
+                    weights[i], v_weights[i], arch, images, states[-1], tangents[-1]
+                )
                 states.append(state)
                 tangents.append(tangent)
             fn = self._function("head_adjoint", self._kind[k], self._head_adjoint_body)
             adj, adj_tan, u_head = fn(states[-1], tangents[-1], head, v_head, labels)
             pieces = [None] * (last + 1)
             for i in range(last, -1, -1):
-                fn = self._function("segment_adjoint", i, self._segment_adjoint_body)
-                out = fn(enc, v_enc, arch, images, states[i], tangents[i], adj, adj_tan)
+                fn = self._segment_function("segment_adjoint", i, self._segment_adjoint_body)
+                out = fn(
+                    weights[i], v_weights[i], arch, images, states[i], tangents[i], adj, adj_tan
+                )
                 if i:
                     adj, adj_tan, pieces[i], u_a = out
                 else:
@@ -479,19 +563,20 @@ class StepFunctions:
         """
         pieces, g_arch, g_heads, stats = [], [], [], []
         last = len(self.segments) - 1
+        weights = self._split(enc)
         for k, head, (images, labels) in zip(learners, heads, batches, strict=True):
             states = [(images,)]
             for i in range(last + 1):
-                fn = self._function("segment_forward", i, self._segment_forward_body)
-                states.append(fn(enc, arch, images, states[-1]))
+                fn = self._segment_function("segment_forward", i, self._segment_forward_body)
+                states.append(fn(weights[i], arch, images, states[-1]))
             fn = self._function(
                 "head_gradient", self._kind[k], self._head_gradient_body, reduce_stats=True
             )
             adj, g_head, (st,) = fn(states[-1], head, labels)
             own = [None] * (last + 1)
             for i in range(last, -1, -1):
-                fn = self._function("segment_vjp", i, self._segment_vjp_body)
-                out = fn(enc, arch, images, states[i], adj)
+                fn = self._segment_function("segment_vjp", i, self._segment_vjp_body)
+                out = fn(weights[i], arch, images, states[i], adj)
                 if i:
                     adj, own[i], g_a = out
                 else:

@@ -29,6 +29,7 @@ one batch see the same mask; finite differences see no mask noise).
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping, Sequence
 
 import keras
@@ -411,6 +412,43 @@ def wide_mixed_ops(
     return tf.unstack(out, axis=-2)
 
 
+def _source_of(edge: int) -> int:
+    """The state (0 .. steps) that edge ``edge`` of a cell reads (edges ordered by node)."""
+    node, first = 0, 0
+    while edge >= first + node + 2:
+        first += node + 2
+        node += 1
+    return edge - first
+
+
+def source_groups(steps: int, multiplier: int, parts: int) -> tuple[tuple[int, ...], ...]:
+    """The states 0 .. ``steps`` of a cell as ``parts`` runs, the largest with fewest edges.
+
+    A body part computes the edges that leave its states (``steps`` − max(0, j − 1)
+    edges leave state j), so balancing the edges balances the parts' memory.
+    """
+    if not 1 <= parts <= steps + 1:
+        raise ValueError(
+            f"darts_supernet.cell_parts must be between 1 and steps + 1 = {steps + 1}, got "
+            f"{parts} (in gin: darts_supernet.cell_parts = 3)"
+        )
+    if parts > 1 and multiplier > steps:
+        raise ValueError(
+            f"darts_supernet.cell_parts = {parts} needs multiplier <= steps (the output "
+            f"concatenates nodes only), got multiplier {multiplier} and steps {steps}; use "
+            "darts_supernet.cell_parts = 1"
+        )
+    edges = [steps - max(0, j - 1) for j in range(steps + 1)]
+    best = None
+    for cuts in itertools.combinations(range(1, steps + 1), parts - 1):
+        bounds = (0, *cuts, steps + 1)
+        groups = tuple(tuple(range(a, b)) for a, b in itertools.pairwise(bounds))
+        worst = max(sum(edges[j] for j in g) for g in groups)
+        if best is None or worst < best[0]:
+            best = (worst, groups)
+    return best[1]
+
+
 class SearchCell(keras.layers.Layer):
     """A DARTS search cell: 2 inputs, ``steps`` nodes, each summing mixed edges.
 
@@ -434,10 +472,14 @@ class SearchCell(keras.layers.Layer):
         skip_dropout: float = 0.0,
         salt: int = 0,
         wide_edges: bool = False,
+        body_parts: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        #: The sources (states 0 .. steps) of each part of the body, in order.
+        self.parts = source_groups(steps, multiplier, body_parts)
         self.reduction = reduction
+        self.channels = channels
         self.wide_edges = wide_edges
         self.steps = steps
         self.multiplier = multiplier
@@ -476,26 +518,80 @@ class SearchCell(keras.layers.Layer):
         return 2 * node + node * (node - 1) // 2 + source
 
     def call(self, s0, s1, weights, edge_weights=None, noise_keys=None, aux_skip=None):
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        return self.body(*self.preprocess(s0, s1), weights, edge_weights, noise_keys, aux_skip)
+
+    def preprocess(self, s0, s1):
+        """The two input states brought to the cell's channels (and resolution)."""
+        # The cell's name scope, as a call through Keras gives it: a segment calls
+        # this directly, and the variables built here keep their usual paths.
+        with keras.name_scope(self.name, caller=self):
+            return self.preprocess0(s0), self.preprocess1(s1)
+
+    @property
+    def preprocess_variables(self) -> list:
+        """The trainable variables of :meth:`preprocess`, in the cell's order."""
+        return self.preprocess0.trainable_variables + self.preprocess1.trainable_variables
+
+    def part_variables(self, part: int) -> list:
+        """The trainable variables of :meth:`body_part` ``part``: its edges', in edge order."""
+        sources = set(self.parts[part])
+        return [
+            v
+            for e, edge in enumerate(self.edges)
+            if _source_of(e) in sources
+            for v in edge.trainable_variables
+        ]
+
+    def body(self, p0, p1, weights, edge_weights=None, noise_keys=None, aux_skip=None):
+        """The cell's output from its preprocessed inputs (arguments as :meth:`call`)."""
+        with keras.name_scope(self.name, caller=self):
+            return self._body(p0, p1, weights, edge_weights, noise_keys, aux_skip)
+
+    def _body(self, p0, p1, weights, edge_weights, noise_keys, aux_skip):
+        state = (p0, p1)
+        for part in range(len(self.parts)):
+            state = self._part(part, state, weights, edge_weights, noise_keys, aux_skip)
+        (out,) = state
+        return out
+
+    def body_part(
+        self, part, state, weights, edge_weights=None, noise_keys=None, aux_skip=None
+    ) -> tuple:
+        """One part of :meth:`body`: the edges that leave the states ``parts[part]``.
+
+        Its ``state`` is the previous part's output, ``(p0, p1)`` for the first; the last
+        part returns ``(output,)``. In between the state is the node sums so far,
+        preceded by ``p1`` while edges from it are still to come.
+        """
+        with keras.name_scope(self.name, caller=self):
+            return self._part(part, state, weights, edge_weights, noise_keys, aux_skip)
+
+    def _part(self, part, state, weights, edge_weights, noise_keys, aux_skip):
+        sources = self.parts[part]
+        first = sources[0]
+        if first == 0:
+            inputs, nodes = list(state), [None] * self.steps
+        elif first == 1:
+            inputs, nodes = [None, state[0]], list(state[1:])
+        else:
+            inputs, nodes = [], list(state)
         # One unstack instead of a slice per edge keeps the graph small.
         rows = tf.unstack(weights)
         scales = None if edge_weights is None else tf.unstack(edge_weights)
-        incoming = [[] for _ in range(self.steps)]
-        # State by state: once state j is summed, every edge leaving it is computed
-        # (one wide op per candidate op when they share their ops); each node then
-        # sums its incoming edges in the order of their sources.
-        for j in range(self.steps + 1):
-            if j >= 2:
-                states.append(tf.add_n(incoming[j - 2]))
-            nodes = list(range(max(0, j - 1), self.steps))
-            edges = [self._edge_index(i, j) for i in nodes]
+        # State by state: every edge leaving it (one wide op per candidate op when they
+        # share their ops) adds to the sum of its node, in the order of the sources.
+        for j in sources:
+            h = inputs[j] if j < 2 else nodes[j - 2]
+            targets = list(range(max(0, j - 1), self.steps))
+            edges = [self._edge_index(i, j) for i in targets]
             outputs = self._edges_from(
-                states[j], edges, weights, rows, edge_weights, scales, noise_keys, aux_skip
+                h, edges, weights, rows, edge_weights, scales, noise_keys, aux_skip
             )
-            for i, y in zip(nodes, outputs, strict=True):
-                incoming[i].append(y)
-        states.append(tf.add_n(incoming[-1]))
-        return tf.concat(states[-self.multiplier :], axis=-1)
+            for i, y in zip(targets, outputs, strict=True):
+                nodes[i] = y if nodes[i] is None else nodes[i] + y
+        if sources[-1] == self.steps:
+            return (tf.concat((inputs + nodes)[-self.multiplier :], axis=-1),)
+        return (inputs[1], *nodes) if sources[-1] == 0 else tuple(nodes)
 
     def _edges_from(self, h, edges, weights, rows, edge_weights, scales, noise_keys, aux_skip):
         """The outputs of the edges ``edges`` (indices), which all read state ``h``.
@@ -548,6 +644,10 @@ class DartsSupernet(keras.layers.Layer):
         third smaller, so tracing and the compiled functions' memory shrink; on CPUs
         it is faster on small feature maps and slower on large ones
         (docs/benchmarks.md §10). False (default): each edge by itself.
+      cell_parts: how many segments (``il_tf/spaces/space.py``) each cell's body is
+        cut into, at its states: the exact chain and segment-wise gradients then hold
+        one part's second-order graph or activations at a time instead of a whole
+        cell's, for more (smaller) compiled functions. 1 (default): whole bodies.
     """
 
     space = genotypes_lib.DARTS_SPACE
@@ -571,9 +671,13 @@ class DartsSupernet(keras.layers.Layer):
         dropout_seed: int = 0,
         max_skip_normal: int | None = None,
         wide_edges: bool = False,
+        cell_parts: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Checked here, so that a bad value names the supernet's setting.
+        source_groups(steps, multiplier, cell_parts)
+        self.cell_parts = cell_parts
         if num_cells < 1:
             raise ValueError(f"num_cells must be >= 1, got {num_cells}")
         if channels < 1 or channels % 2:
@@ -640,6 +744,7 @@ class DartsSupernet(keras.layers.Layer):
                     skip_dropout=self.skip_dropout,
                     salt=i + 1,
                     wide_edges=wide_edges,
+                    body_parts=cell_parts,
                 )
             )
             reduction_prev = reduction
@@ -671,23 +776,44 @@ class DartsSupernet(keras.layers.Layer):
         return example_keys(tf.cast(images, self.compute_dtype), self.dropout_seed)
 
     def segments(self) -> list[Segment]:
-        """Stem, one segment per cell (state: the two last cell outputs), global pooling."""
-        return [
-            Segment(self.stem_conv.trainable_variables, self._stem),
-            *(
-                Segment(cell.trainable_variables, functools.partial(self._cell, cell))
-                for cell in self.cells
-            ),
-            Segment([], _global_pool),
-        ]
+        """Stem; per cell, its preprocessing and the parts of its body; global pooling.
+
+        The state between cells is their two last outputs; within a cell, the
+        previous output and what the next part reads (:meth:`SearchCell.body_part`).
+        Body parts of cells of the same type and width (two normal cells at one
+        resolution) are one kind of segment, compiled once; with skip dropout every
+        cell's are their own (the masks' salt).
+        """
+        segments = [Segment(self.stem_conv.trainable_variables, self._stem)]
+        for i, cell in enumerate(self.cells):
+            segments.append(
+                Segment(cell.preprocess_variables, functools.partial(self._preprocess, cell))
+            )
+            kind = ("darts_cell_body", cell.reduction, cell.channels)
+            if self.skip_dropout > 0:
+                kind = (*kind, i)
+            segments.extend(
+                Segment(
+                    cell.part_variables(part),
+                    functools.partial(self._body_part, cell, part),
+                    kind=(*kind, part),
+                )
+                for part in range(len(cell.parts))
+            )
+        segments.append(Segment([], _global_pool))
+        return segments
 
     def _stem(self, state, arch, context):
         (images,) = state
         x = self.stem_bn(self.stem_conv(tf.cast(images, self.compute_dtype)))
         return x, x
 
-    def _cell(self, cell, state, arch, context):
+    def _preprocess(self, cell, state, arch, context):
         s0, s1 = state
+        return (s1, *cell.preprocess(s0, s1))
+
+    def _body_part(self, cell, part, state, arch, context):
+        s1, *inner = state
         kind = "reduce" if cell.reduction else "normal"
         weights = tf.nn.softmax(tf.cast(arch[kind], s1.dtype), axis=-1)
         edge_weights = (
@@ -697,7 +823,7 @@ class DartsSupernet(keras.layers.Layer):
         )
         aux = arch.get(AUX_SKIP)
         aux = None if aux is None else tf.cast(aux, s1.dtype)
-        return s1, cell(s0, s1, weights, edge_weights, context, aux)
+        return (s1, *cell.body_part(part, tuple(inner), weights, edge_weights, context, aux))
 
     def derive(self, arch: Mapping[str, np.ndarray]) -> genotypes_lib.Genotype:
         """The discrete genotype of architecture logits (DARTS rule; β and the cap if set)."""

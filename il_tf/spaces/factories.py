@@ -39,6 +39,7 @@ def darts_supernet(
     dropout_seed: int = 0,
     max_skip_normal: int | None = None,
     wide_edges: bool = False,
+    cell_parts: int = 1,
 ) -> keras.layers.Layer:
     """The DARTS search supernet (docs/design.md §5); defaults are the DARTS search settings.
 
@@ -47,7 +48,9 @@ def darts_supernet(
     ``ops``/``reduce_ops`` take one op list or one list per edge; ``skip_dropout``
     and ``max_skip_normal`` are P-DARTS's skip-connect dropout and cap.
     ``wide_edges=True`` computes the edges that leave a state as one wide op per
-    candidate op (the same values, a smaller graph: see the supernet). See
+    candidate op (the same values, a smaller graph: see the supernet).
+    ``cell_parts`` cuts each cell's body into that many segments for the segment-wise
+    computations (less memory for the exact chain). See
     :class:`~il_tf.spaces.darts_supernet.DartsSupernet`.
     """
 
@@ -71,6 +74,7 @@ def darts_supernet(
         dropout_seed=dropout_seed,
         max_skip_normal=max_skip_normal,
         wide_edges=wide_edges,
+        cell_parts=cell_parts,
     )
 
 

@@ -344,11 +344,21 @@ class NB201Supernet(keras.layers.Layer):
         return None
 
     def segments(self) -> list[Segment]:
-        """Stem, one segment per cell or reduction block, the last BN and pooling."""
+        """Stem, one segment per cell or reduction block, the last BN and pooling.
+
+        The cells of a stage (same widths in and out) are one kind of segment,
+        compiled once.
+        """
         return [
             Segment(self.stem_conv.trainable_variables, self._stem),
             *(
-                Segment(block.trainable_variables, functools.partial(self._block, block))
+                Segment(
+                    block.trainable_variables,
+                    functools.partial(self._block, block),
+                    kind=("nb201_cell", block.c_in, block.c_out)
+                    if isinstance(block, NB201SearchCell)
+                    else None,
+                )
                 for block in self.blocks
             ),
             Segment([], self._head),

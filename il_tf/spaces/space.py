@@ -11,7 +11,7 @@ reports and the benchmarks rely on nothing else of a space.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import keras
@@ -79,13 +79,20 @@ class Segment:
 
     The first segment takes ``(images,)``, the last returns ``(features,)``; a
     supernet's ``call`` is the chain of its segments. ``apply(state, arch, context)``
-    reads ``variables`` (a contiguous run of the supernet's trainable variables) and
-    no others, so the exact Hessian-vector products of the chain hypergradient can
-    be taken one segment at a time (``il_tf/learning/objective.py``).
+    reads ``variables`` (some of the supernet's trainable variables; each of them
+    belongs to exactly one segment) and no others, so the exact Hessian-vector
+    products of the chain hypergradient can be taken one segment at a time
+    (``il_tf/learning/objective.py``).
     """
 
     variables: Sequence[keras.Variable]
     apply: Callable[[State, Mapping[str, tf.Tensor], Any], State]
+    #: Segments with the same ``kind`` (not None) compute the same function of (state,
+    #: their own weights, arch, context): same layers, same shapes, variables in the
+    #: same order. The search then compiles that function once for all of them (two
+    #: normal cells at one resolution, say), which saves tracing time and the memory
+    #: a compiled function holds. None: the segment is one of a kind.
+    kind: Hashable | None = None
 
 
 def run_segments(

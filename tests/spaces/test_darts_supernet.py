@@ -19,6 +19,7 @@ from il_tf.spaces.darts_supernet import (
     MixedOp,
     SearchCell,
     reduction_cell_indices,
+    source_groups,
 )
 from il_tf.spaces.genotypes import DARTS_OPS, DARTS_V2, Genotype, edge_index
 
@@ -107,6 +108,40 @@ def test_supernet_output_shape(num_cells):
         assert tuple(y.shape) == (2, net.feature_dim)
         assert np.all(np.isfinite(y.numpy()))
     assert not net.non_trainable_variables  # stateless_call(weights, [], ...) needs this
+
+
+@pytest.mark.parametrize("wide_edges", [False, True], ids=["single edges", "wide edges"])
+def test_cell_parts_compute_the_same_network(float64, wide_edges):
+    # A body cut into parts sums each node's edges in the same order: the same values.
+    nets = [
+        DartsSupernet(channels=C, num_cells=2, ops=FEW_OPS, cell_parts=parts, wide_edges=wide_edges)
+        for parts in (1, 2, 5)
+    ]
+    arch = {k: _normal(s, 3, tf.float64) for k, s in nets[0].arch_shapes().items()}
+    x = _normal([2, 8, 8, 3], 4, tf.float64)
+    outs = []
+    for net in nets:
+        net(x, arch)
+        for v, w in zip(net.trainable_variables, nets[0].trainable_variables, strict=True):
+            v.assign(w)
+        outs.append(net(x, arch).numpy())
+    for net, parts in zip(nets, (1, 2, 5), strict=True):
+        # stem, per cell its preprocessing and `parts` body parts, pooling
+        assert len(net.segments()) == 2 + 2 * (1 + parts)
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(outs[2], outs[0], rtol=1e-13, atol=1e-13)
+
+
+def test_source_groups_balance_the_edges():
+    # Edges leaving states 0 .. 4 of a 4-node cell: 4, 4, 3, 2, 1.
+    assert source_groups(4, 4, 1) == ((0, 1, 2, 3, 4),)
+    assert source_groups(4, 4, 2) == ((0, 1), (2, 3, 4))
+    assert source_groups(4, 4, 3) == ((0,), (1,), (2, 3, 4))
+    assert source_groups(4, 4, 5) == ((0,), (1,), (2,), (3,), (4,))
+    with pytest.raises(ValueError, match=r"cell_parts must be between 1 and steps \+ 1 = 5, got 6"):
+        source_groups(4, 4, 6)
+    with pytest.raises(ValueError, match="needs multiplier <= steps"):
+        DartsSupernet(channels=C, num_cells=1, steps=2, multiplier=3, cell_parts=2)
 
 
 def test_reduction_cell_indices():
