@@ -73,6 +73,11 @@ flags.DEFINE_bool(
     True,
     "grappler on; --nograph_optimizer as SearchConfig.graph_optimizer=False",
 )
+flags.DEFINE_bool(
+    "constant_folding",
+    True,
+    "grappler's constant folding; --noconstant_folding as SearchConfig.constant_folding=False",
+)
 flags.DEFINE_integer("batch", None, "override the configs' batch size (None: the config's)")
 flags.DEFINE_bool(
     "profile", False, "report each compiled function's calls, ms and memory per step (Linux)"
@@ -82,6 +87,12 @@ flags.DEFINE_list(
     ["single"],
     "'single' (each edge by itself, the default) and/or 'wide' (a cell's edges from one "
     "state as one op per candidate op: darts_supernet.wide_edges=True)",
+)
+flags.DEFINE_integer(
+    "cell_parts",
+    1,
+    "segments per DARTS cell body (darts_supernet.cell_parts): less memory for the exact "
+    "chain and segment-wise gradients",
 )
 flags.DEFINE_bool(
     "segmented_gradients",
@@ -234,6 +245,8 @@ def run_case(case: dict) -> dict:
 
     if not case.get("graph_optimizer", True):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if not case.get("constant_folding", True):
+        tf.config.optimizer.set_experimental_options({"constant_folding": False})
     cfg = CONFIGS[case["config"]]
     k = case["learners"]
     rounds = 2 if k > 1 else 1
@@ -242,6 +255,7 @@ def run_case(case: dict) -> dict:
     if case.get("partial_channels"):
         supernet_kwargs["partial_channels"] = int(case["partial_channels"])
     supernet_kwargs["wide_edges"] = case.get("edges") == "wide"
+    supernet_kwargs["cell_parts"] = case.get("cell_parts", 1)
 
     build = functools.partial(
         build_search_model,
@@ -385,6 +399,8 @@ def main(argv):
         )
     if not FLAGS.edges or any(e not in ("wide", "single") for e in FLAGS.edges):
         raise app.UsageError(f"--edges={FLAGS.edges}: 'wide' and/or 'single' allowed")
+    if not 1 <= FLAGS.cell_parts <= 5:
+        raise app.UsageError(f"--cell_parts={FLAGS.cell_parts}: 1 to 5 (steps + 1) allowed")
     machine = {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -412,7 +428,9 @@ def main(argv):
                 "edges": edges,
                 "batch": FLAGS.batch or CONFIGS[config]["batch"],
                 "graph_optimizer": FLAGS.graph_optimizer,
+                "constant_folding": FLAGS.constant_folding,
                 "segmented_gradients": FLAGS.segmented_gradients,
+                "cell_parts": FLAGS.cell_parts,
                 "profile": FLAGS.profile,
             }
             proc = subprocess.run(

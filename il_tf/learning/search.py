@@ -47,6 +47,7 @@ FREE_SETTINGS = (
     "nb201_table",
     "jit_compile",
     "graph_optimizer",
+    "constant_folding",
     # The same gradients (to rounding), computed one segment at a time.
     "segmented_gradients",
 )
@@ -95,6 +96,10 @@ class SearchConfig:
         then start in minutes instead of half an hour or more (unrolled, K=2, R=2 at
         bench config S: 6 min instead of more than 25), at the cost of more memory
         (docs/benchmarks.md).
+      constant_folding: let the graph optimizer fold constants. False keeps it from
+        storing constant tensors in the compiled functions: the exact chain at the
+        paper's search size then peaked at 10.6 GB instead of 13.2 GB
+        (docs/benchmarks.md §11).
       segmented_gradients: compute every gradient one supernet segment (a DARTS
         cell) at a time, recomputing its activations: the memory of one segment's
         activations instead of the whole network's, for one more forward pass per
@@ -124,6 +129,7 @@ class SearchConfig:
     nb201_table: str | None = None
     jit_compile: bool = False
     graph_optimizer: bool = True
+    constant_folding: bool = True
     segmented_gradients: bool = False
     mixed_precision: str | None = None
 
@@ -164,7 +170,13 @@ class SearchConfig:
                 raise ValueError(
                     f"SearchConfig.order {list(self.order)} must list each learner name once: {names}"
                 )
-        for name in ("jit_compile", "graph_optimizer", "segmented_gradients", "draw"):
+        for name in (
+            "jit_compile",
+            "graph_optimizer",
+            "constant_folding",
+            "segmented_gradients",
+            "draw",
+        ):
             check_bool(OWNER, name, getattr(self, name))
         if self.mixed_precision not in (None, "mixed_bfloat16"):
             raise invalid(
@@ -751,19 +763,27 @@ def _all_finite(strategy: tf.distribute.Strategy, images) -> bool:
 
 
 @contextlib.contextmanager
-def _graph_optimizer(enabled: bool):
+def _graph_optimizer(config: SearchConfig):
     # Grappler's options are process-wide and read when a function first runs, so
     # they are set for the whole search and restored after it.
-    if enabled:
+    options = {}
+    if not config.graph_optimizer:
+        options["disable_meta_optimizer"] = True
+    if not config.constant_folding:
+        options["constant_folding"] = False
+    if not options:
         yield
         return
     previous = tf.config.optimizer.get_experimental_options()
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    tf.config.optimizer.set_experimental_options(options)
     try:
         yield
     finally:
         tf.config.optimizer.set_experimental_options(
-            {"disable_meta_optimizer": previous.get("disable_meta_optimizer", False)}
+            {
+                "disable_meta_optimizer": previous.get("disable_meta_optimizer", False),
+                "constant_folding": previous.get("constant_folding", True),
+            }
         )
 
 
@@ -792,7 +812,7 @@ def run_search(
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
     strategy = strategy or distribute.make_strategy()
     started = time.time()
-    with rundir.RunDir(workdir, KIND) as run, _graph_optimizer(config.graph_optimizer):
+    with rundir.RunDir(workdir, KIND) as run, _graph_optimizer(config):
         result = _Run(config, run, strategy, extend, config_text, on_begin).run(stop_after)
         distribute.sync_workers(strategy)
     if result.genotype_path is not None:

@@ -182,6 +182,10 @@ def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, mon
         ({"order": ["low"]}, "must list each learner name once"),
         ({"graph_optimizer": "no"}, "SearchConfig.graph_optimizer must be True or False, got 'no'"),
         (
+            {"constant_folding": 0},
+            "SearchConfig.constant_folding must be True or False, got 0",
+        ),
+        (
             {"segmented_gradients": 1},
             "SearchConfig.segmented_gradients must be True or False, got 1",
         ),
@@ -344,10 +348,24 @@ def test_mixed_bfloat16_search_keeps_alpha_float32(tmp_path):
         tiny_config(mixed_precision="mixed_float16")
 
 
-def test_search_without_graph_optimizer_computes_the_same_and_restores_it(tmp_path):
+@pytest.mark.parametrize(
+    "setting", ["graph_optimizer", "constant_folding"], ids=["no optimizer", "no folding"]
+)
+def test_search_without_graph_optimizations_computes_the_same_and_restores_them(tmp_path, setting):
     config = tiny_config(method="first_order", epochs=1, iterations_per_epoch=2)
-    plain = run_search(dataclasses.replace(config, graph_optimizer=False), tmp_path / "off")
-    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")
+    options = tf.config.optimizer.get_experimental_options
+    seen = {}
+    plain = run_search(
+        dataclasses.replace(config, **{setting: False}),
+        tmp_path / "off",
+        on_begin=lambda: seen.update(options()),
+    )
+    if setting == "graph_optimizer":
+        assert seen.get("disable_meta_optimizer") is True
+    else:
+        assert seen.get("constant_folding") is False and not seen.get("disable_meta_optimizer")
+    assert not options().get("disable_meta_optimizer")
+    assert options().get("constant_folding", True)
     optimized = run_search(config, tmp_path / "on")
     _, meta_off = load_genotype_with_metadata(plain.genotype_path)
     _, meta_on = load_genotype_with_metadata(optimized.genotype_path)

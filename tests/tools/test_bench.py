@@ -80,12 +80,19 @@ def test_a_first_call_reports_its_tracing_apart_and_its_graph(bench):
     assert not calls.seconds and not calls.trace_seconds
 
 
-def test_an_unknown_edges_form_is_a_one_line_usage_error():
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--edges=bogus", "--edges=['bogus']: 'wide' and/or 'single' allowed"),
+        ("--cell_parts=6", "--cell_parts=6: 1 to 5 (steps + 1) allowed"),
+    ],
+)
+def test_a_bad_supernet_form_is_a_one_line_usage_error(flag, message):
     proc = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "tools" / "bench.py"), "--edges=bogus"],
+        [sys.executable, str(PROJECT_ROOT / "tools" / "bench.py"), flag],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode != 0
-    assert "--edges=['bogus']: 'wide' and/or 'single' allowed" in proc.stderr
+    assert message in proc.stderr
