@@ -721,6 +721,7 @@ class DartsSupernet(keras.layers.Layer):
             width = max(len(o) for o in all_lists)
             self.op_names = tuple(f"op_{k}" for k in range(width))
         c_curr = stem_multiplier * channels
+        c_out, self._carried_channels = c_curr, []
         self.stem_conv = Conv(c_curr, 3, 1)
         self.stem_bn = batch_norm(search=True)
         c = channels
@@ -748,6 +749,9 @@ class DartsSupernet(keras.layers.Layer):
                 )
             )
             reduction_prev = reduction
+            # The width of the state a cell's body carries past it: the previous output.
+            self._carried_channels.append(c_out)
+            c_out = multiplier * c
         self.feature_dim = multiplier * c
 
     def build(self, input_shape=None):
@@ -780,16 +784,18 @@ class DartsSupernet(keras.layers.Layer):
 
         The state between cells is their two last outputs; within a cell, the
         previous output and what the next part reads (:meth:`SearchCell.body_part`).
-        Body parts of cells of the same type and width (two normal cells at one
-        resolution) are one kind of segment, compiled once; with skip dropout every
-        cell's are their own (the masks' salt).
+        Body parts of cells of the same type and widths (two normal cells at one
+        resolution after the first) are one kind of segment, compiled once; with skip
+        dropout every cell's are their own (the masks' salt).
         """
         segments = [Segment(self.stem_conv.trainable_variables, self._stem)]
         for i, cell in enumerate(self.cells):
             segments.append(
                 Segment(cell.preprocess_variables, functools.partial(self._preprocess, cell))
             )
-            kind = ("darts_cell_body", cell.reduction, cell.channels)
+            # The body carries the previous cell's output past it, so its width is part
+            # of the function (cells 0 and 1 differ in it: the stem's width).
+            kind = ("darts_cell_body", cell.reduction, cell.channels, self._carried_channels[i])
             if self.skip_dropout > 0:
                 kind = (*kind, i)
             segments.extend(

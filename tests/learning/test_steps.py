@@ -147,17 +147,30 @@ def test_segments_of_one_kind_share_their_compiled_functions(float64):
         assert steps.trace_counts[name] == 7, name
 
 
-def test_darts_cell_bodies_of_one_type_and_width_are_one_kind():
-    net = DartsSupernet(channels=2, num_cells=6, ops=SMOOTH_OPS)
+def test_darts_cell_bodies_of_one_type_and_widths_are_one_kind():
+    net = DartsSupernet(channels=2, num_cells=8, ops=SMOOTH_OPS)
     kinds = [seg.kind for seg in net.segments()]
     # stem; per cell its preprocessing (own kind) and its body; pooling
     bodies = kinds[2:-1:2]
-    assert kinds[1:-1:2] == [None] * 6 and kinds[0] is None and kinds[-1] is None
-    # cells: normal, normal, reduce, normal, reduce, normal (widths 2, 2, 4, 4, 8, 8)
-    assert bodies[0] == bodies[1] and len(set(bodies)) == 5
-    with_dropout = DartsSupernet(channels=2, num_cells=6, ops=SMOOTH_OPS, skip_dropout=0.1)
+    assert kinds[1:-1:2] == [None] * 8 and kinds[0] is None and kinds[-1] is None
+    # cells N N R N N R N N; a body carries the previous output (widths 6 from the stem,
+    # then 8, 8, 16, 16, 16, 32, 32): cells 3 and 4, 6 and 7 are alike, 0 and 1 are not.
+    assert bodies[3] == bodies[4] and bodies[6] == bodies[7] and len(set(bodies)) == 6
+    # Segments of one kind get states of the same shapes (else their shared function
+    # would be traced again for each).
+    arch = {k: tf.zeros(shape) for k, shape in net.arch_shapes().items()}
+    images = tf.zeros((2, 8, 8, 3))
+    context = net.segment_context(images)
+    net(images, arch)
+    state, seen = (images,), {}
+    for seg in net.segments():
+        shapes = [tuple(t.shape) for t in state]
+        if seg.kind is not None:
+            assert seen.setdefault(seg.kind, shapes) == shapes, seg.kind
+        state = seg.apply(state, arch, context)
+    with_dropout = DartsSupernet(channels=2, num_cells=8, ops=SMOOTH_OPS, skip_dropout=0.1)
     # Skip dropout salts each cell's masks differently: no two bodies are alike.
-    assert len({seg.kind for seg in with_dropout.segments()[2:-1:2]}) == 6
+    assert len({seg.kind for seg in with_dropout.segments()[2:-1:2]}) == 8
 
 
 def test_segments_of_one_kind_must_have_the_same_weights():
