@@ -98,7 +98,7 @@ class SearchConfig:
         (docs/benchmarks.md).
       constant_folding: let the graph optimizer fold constants. False keeps it from
         storing constant tensors in the compiled functions: the exact chain at the
-        paper's search size then peaked at 10.6 GB instead of 13.2 GB
+        paper's search size then peaked at 10.6 GB instead of 12.6 GB
         (docs/benchmarks.md §11).
       segmented_gradients: compute every gradient one supernet segment (a DARTS
         cell) at a time, recomputing its activations: the memory of one segment's
