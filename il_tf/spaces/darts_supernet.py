@@ -412,15 +412,6 @@ def wide_mixed_ops(
     return tf.unstack(out, axis=-2)
 
 
-def _source_of(edge: int) -> int:
-    """The state (0 .. steps) that edge ``edge`` of a cell reads (edges ordered by node)."""
-    node, first = 0, 0
-    while edge >= first + node + 2:
-        first += node + 2
-        node += 1
-    return edge - first
-
-
 def source_groups(steps: int, multiplier: int, parts: int) -> tuple[tuple[int, ...], ...]:
     """The states 0 .. ``steps`` of a cell as ``parts`` runs, the largest with fewest edges.
 
@@ -517,6 +508,10 @@ class SearchCell(keras.layers.Layer):
         # Node i's incoming edges (from states 0 .. i+1) follow those of nodes < i.
         return 2 * node + node * (node - 1) // 2 + source
 
+    def _edges_leaving(self, source: int) -> list[tuple[int, int]]:
+        # (node, edge index) of every edge that reads state `source`, by node.
+        return [(i, self._edge_index(i, source)) for i in range(max(0, source - 1), self.steps)]
+
     def call(self, s0, s1, weights, edge_weights=None, noise_keys=None, aux_skip=None):
         return self.body(*self.preprocess(s0, s1), weights, edge_weights, noise_keys, aux_skip)
 
@@ -534,13 +529,8 @@ class SearchCell(keras.layers.Layer):
 
     def part_variables(self, part: int) -> list:
         """The trainable variables of :meth:`body_part` ``part``: its edges', in edge order."""
-        sources = set(self.parts[part])
-        return [
-            v
-            for e, edge in enumerate(self.edges)
-            if _source_of(e) in sources
-            for v in edge.trainable_variables
-        ]
+        edges = sorted(e for j in self.parts[part] for _, e in self._edges_leaving(j))
+        return [v for e in edges for v in self.edges[e].trainable_variables]
 
     def body(self, p0, p1, weights, edge_weights=None, noise_keys=None, aux_skip=None):
         """The cell's output from its preprocessed inputs (arguments as :meth:`call`)."""
@@ -582,8 +572,7 @@ class SearchCell(keras.layers.Layer):
         # share their ops) adds to the sum of its node, in the order of the sources.
         for j in sources:
             h = inputs[j] if j < 2 else nodes[j - 2]
-            targets = list(range(max(0, j - 1), self.steps))
-            edges = [self._edge_index(i, j) for i in targets]
+            targets, edges = zip(*self._edges_leaving(j), strict=True)
             outputs = self._edges_from(
                 h, edges, weights, rows, edge_weights, scales, noise_keys, aux_skip
             )
@@ -675,9 +664,6 @@ class DartsSupernet(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        # Checked here, so that a bad value names the supernet's setting.
-        source_groups(steps, multiplier, cell_parts)
-        self.cell_parts = cell_parts
         if num_cells < 1:
             raise ValueError(f"num_cells must be >= 1, got {num_cells}")
         if channels < 1 or channels % 2:
@@ -721,7 +707,6 @@ class DartsSupernet(keras.layers.Layer):
             width = max(len(o) for o in all_lists)
             self.op_names = tuple(f"op_{k}" for k in range(width))
         c_curr = stem_multiplier * channels
-        c_out, self._carried_channels = c_curr, []
         self.stem_conv = Conv(c_curr, 3, 1)
         self.stem_bn = batch_norm(search=True)
         c = channels
@@ -749,9 +734,6 @@ class DartsSupernet(keras.layers.Layer):
                 )
             )
             reduction_prev = reduction
-            # The width of the state a cell's body carries past it: the previous output.
-            self._carried_channels.append(c_out)
-            c_out = multiplier * c
         self.feature_dim = multiplier * c
 
     def build(self, input_shape=None):
@@ -795,7 +777,8 @@ class DartsSupernet(keras.layers.Layer):
             )
             # The body carries the previous cell's output past it, so its width is part
             # of the function (cells 0 and 1 differ in it: the stem's width).
-            kind = ("darts_cell_body", cell.reduction, cell.channels, self._carried_channels[i])
+            carried = self.multiplier * self.cells[i - 1].channels if i else self.stem_conv.filters
+            kind = ("darts_cell_body", cell.reduction, cell.channels, carried)
             if self.skip_dropout > 0:
                 kind = (*kind, i)
             segments.extend(
