@@ -240,13 +240,17 @@ def run_case(case: dict) -> dict:
 
     from il_tf.learning.engine import OptimizerSettings, SearchEngine
     from il_tf.learning.schedule import make_schedule
+    from il_tf.learning.search import grappler_options
     from il_tf.learning.search_model import build_search_model
     from il_tf.spaces.factories import darts_supernet
 
-    if not case.get("graph_optimizer", True):
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    if not case.get("constant_folding", True):
-        tf.config.optimizer.set_experimental_options({"constant_folding": False})
+    # As the search sets them (SearchConfig.graph_optimizer, .constant_folding); the
+    # case has the process to itself, so nothing is restored.
+    options = grappler_options(
+        case.get("graph_optimizer", True), case.get("constant_folding", True)
+    )
+    if options:
+        tf.config.optimizer.set_experimental_options(options)
     cfg = CONFIGS[case["config"]]
     k = case["learners"]
     rounds = 2 if k > 1 else 1

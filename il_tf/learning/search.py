@@ -762,15 +762,21 @@ def _all_finite(strategy: tf.distribute.Strategy, images) -> bool:
     )
 
 
+def grappler_options(graph_optimizer: bool, constant_folding: bool) -> dict[str, bool]:
+    """Grappler's options for these ``SearchConfig`` settings ({}: TensorFlow's defaults)."""
+    options = {}
+    if not graph_optimizer:
+        options["disable_meta_optimizer"] = True
+    if not constant_folding:
+        options["constant_folding"] = False
+    return options
+
+
 @contextlib.contextmanager
 def _graph_optimizer(config: SearchConfig):
     # Grappler's options are process-wide and read when a function first runs, so
     # they are set for the whole search and restored after it.
-    options = {}
-    if not config.graph_optimizer:
-        options["disable_meta_optimizer"] = True
-    if not config.constant_folding:
-        options["constant_folding"] = False
+    options = grappler_options(config.graph_optimizer, config.constant_folding)
     if not options:
         yield
         return
