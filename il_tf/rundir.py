@@ -316,15 +316,31 @@ class _Lock:
     """An exclusive ``flock`` on ``DIR/.lock`` that names its holder in the file."""
 
     def __init__(self, directory: Path):
-        self.path = directory / LOCK_FILE
+        self.path = Path(directory) / LOCK_FILE
         self.fd: int | None = None
         self.created = False
 
-    def acquire(self) -> None:
+    def acquire(self, create: bool = True) -> list[Path]:
+        """Locks the directory, creating it first when ``create``; returns the folders created.
+
+        Nothing is ever removed here: a start that loses the race leaves the winner's
+        directory as it found it.
+        """
+        created: list[Path] = []
         with io_errors(self.path, "create the lock file"):
             for _ in range(10):
+                # exist_ok: a start that created the directory owns nothing more than one
+                # that found it; only the lock decides which start may use (or remove) it.
+                top = make_dirs(self.path.parent) if create else None
+                if top is not None:
+                    created.append(top)
                 existed = self.path.exists()
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    continue  # the directory was removed by a start that failed: again
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -353,6 +369,7 @@ class _Lock:
             }
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        return created
 
     def _in_use_message(self) -> str:
         directory = self.path.parent
@@ -366,12 +383,26 @@ class _Lock:
             "or use another directory"
         )
 
-    def release(self, remove: bool = False) -> None:
+    def release(self, undo: bool = False, remove_folders: Sequence[Path] = ()) -> None:
+        """Releases the lock; with ``undo``, first removes what this start made, still locked.
+
+        ``undo`` removes the lock file when this start created it, and then the folders of
+        ``remove_folders`` (those this start created) that are empty (``rmdir`` refuses a
+        folder another start has written to meanwhile: nothing of another run is deleted).
+        """
         if self.fd is None:
             return
-        if remove:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+        if undo:
+            if self.created:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            for folder in [self.path.parent, *self.path.parent.parents]:
+                if not any(folder == f or f in folder.parents for f in remove_folders):
+                    break
+                try:
+                    folder.rmdir()  # only if empty
+                except OSError:
+                    break
         os.close(self.fd)  # closing the last descriptor releases the flock
         self.fd = None
 
@@ -386,7 +417,7 @@ def locked(directory: str | os.PathLike[str], read_only_ok: bool = True) -> Iter
     """
     lock = _Lock(Path(directory))
     try:
-        lock.acquire()
+        lock.acquire(create=False)
     except RunDirError as e:
         cause = e.__cause__
         if not (read_only_ok and isinstance(cause, OSError) and cause.errno in _READ_ONLY):
@@ -448,20 +479,22 @@ class RunDir:
         self.begun = False
         self._settings: dict[str, Any] | None = None
         self._lock = _Lock(self.path)
-        self._created: Path | None = None
+        self._created: list[Path] = []
         self._scratch: Path | None = None
         self._legacy_files = tuple(legacy_files)
 
     # -- entering and leaving --------------------------------------------------------------
     def __enter__(self) -> RunDir:
         if self.chief:
-            self._created = make_dirs(self.path)
+            # Created and locked in one step; a refused start removes nothing.
+            self._created = self._lock.acquire()
             try:
-                self._lock.acquire()
+                self.record = self._read()
             except BaseException:
-                self._remove_created()
+                self._lock.release(undo=True, remove_folders=self._created)
                 raise
-        elif self.path.exists() and not self.path.is_dir():
+            return self
+        if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path} exists and is not a directory")
         self.record = self._read()
         return self
@@ -471,14 +504,9 @@ class RunDir:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
         failed_early = exc_type is not None and not self.begun
-        self._lock.release(remove=failed_early and self._lock.created)
-        if failed_early:
-            self._remove_created()
-
-    def _remove_created(self) -> None:
-        if self._created is not None:
-            shutil.rmtree(self._created, ignore_errors=True)
-            self._created = None
+        # A start that fails before its first step leaves nothing behind: the lock file
+        # and the folders it created, removed while it still holds the lock.
+        self._lock.release(undo=failed_early, remove_folders=self._created)
 
     # -- the record ------------------------------------------------------------------------
     def _read(self) -> dict[str, Any] | None:

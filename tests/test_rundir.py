@@ -126,6 +126,92 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         assert run.record is None
 
 
+def test_a_start_refused_between_creating_and_locking_leaves_the_winner_intact(
+    tmp_path, monkeypatch
+):
+    """The race of two starts on a new directory: the loser removes nothing of the winner's."""
+    workdir = tmp_path / "new" / "run"
+    runs = contextlib.ExitStack()
+    real_make_dirs = rundir.make_dirs
+    held: list[bool] = []
+
+    def make_dirs_then_let_another_start_win(path):
+        created = real_make_dirs(path)
+        if not held:  # the loser, held between creating the directory and locking it
+            held.append(True)
+            run = runs.enter_context(RunDir(workdir, "search", chief=True))
+            run.check({"a": 1})
+            run.begin("x = 1\n")
+            rundir.write_json(workdir / "genotype.json", {"epoch": 1})
+        return created
+
+    monkeypatch.setattr(rundir, "make_dirs", make_dirs_then_let_another_start_win)
+    with runs:
+        with pytest.raises(RunDirError, match="is in use by another run"):
+            with RunDir(workdir, "search", chief=True):
+                pass
+        monkeypatch.setattr(rundir, "make_dirs", real_make_dirs)
+        names = sorted(p.name for p in workdir.iterdir())
+        assert names == [".lock", "config.gin", "genotype.json", "run.json"]
+        # The winner still holds its lock: a third start is refused too.
+        with pytest.raises(RunDirError, match=f"pid {os.getpid()}"):
+            RunDir(workdir, "search").__enter__()
+    # Its lock released, the directory resumes as the winner left it.
+    with RunDir(workdir, "search") as again:
+        assert again.starts == 1
+
+
+_STARTER = textwrap.dedent(
+    """
+    import os, sys, time
+    from il_tf.rundir import RunDir, RunDirError, write_json
+    go = float(sys.argv[2])
+    while time.time() < go:
+        pass
+    try:
+        with RunDir(sys.argv[1], "search", chief=True) as run:
+            run.check({"a": 1})
+            run.begin()
+            for i in range(20):
+                write_json(run.path / f"result_{i}.json", {"pid": os.getpid()})
+            write_json(run.path / "done.json", {"pid": os.getpid()})
+        print("ran")
+    except RunDirError as e:
+        print("refused" if "is in use by another run" in str(e) else f"error {e}")
+    """
+)
+
+
+def test_eight_simultaneous_starts_run_exactly_one(tmp_path):
+    """8 processes start on one new directory at the same instant, 5 times over."""
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    for attempt in range(5):
+        workdir = tmp_path / f"attempt_{attempt}" / "run"
+        go = time.time() + 1.5
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _STARTER, str(workdir), str(go)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(8)
+        ]
+        outcomes = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+        ran = outcomes.count("ran")
+        assert ran >= 1 and outcomes.count("refused") == 8 - ran, outcomes
+        # Only one start ran at a time: each result file set is one process's, complete.
+        done = json.loads((workdir / "done.json").read_text())["pid"]
+        record = json.loads((workdir / rundir.RUN_FILE).read_text())
+        assert record["starts"][-1]["pid"] == done
+        assert len(record["starts"]) == ran
+        assert all(
+            json.loads((workdir / f"result_{i}.json").read_text())["pid"] == done for i in range(20)
+        )
+
+
 def test_only_the_chief_locks_and_writes(tmp_path):
     with RunDir(tmp_path / "run", "train") as chief:
         # A worker of the same run: no lock, no files; its scratch space is outside.

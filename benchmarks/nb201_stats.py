@@ -1,4 +1,4 @@
-"""Statistics and checks of the NAS-Bench-201 study (tools/nb201_bench.py).
+"""Statistics and checks of the NAS-Bench-201 study (benchmarks/nb201_study.py).
 
 Pure Python (scipy for the t distribution), so they can be tested without a search:
 class partitions from a flag, mean ± std with a 95 % t interval, Welch's t-test, the

@@ -1,6 +1,6 @@
 r"""Measures training throughput of an evaluation network, with and without XLA.
 
-    python tools/bench_train.py            # DARTS_V2, 20 cells, 36 channels, batch 96, 32x32
+    python benchmarks/train_speed.py            # DARTS_V2, 20 cells, 36 channels, batch 96, 32x32
 
 Times the full training step of tools/train.py (forward with auxiliary head and drop-path,
 backward, all-reduce, global-norm clipping, SGD update) on one fixed batch of random images

@@ -1,6 +1,6 @@
 r"""Scores IL against DARTS in the NAS-Bench-201 space by table look-up.
 
-    python tools/nb201_bench.py --data_root=../shared/data/cifar10 \
+    python benchmarks/nb201_study.py --data_root=../shared/data/cifar10 \
         --table=../shared/data/nasbench201.json.gz --workdir=runs/nb201_bench --seeds=0,1,2
 
 Runs a set of searches on learners built from an image folder of CIFAR-10 — DARTS (one
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Run as a script: the repository root holds the `benchmarks` package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
@@ -137,7 +139,7 @@ def learners(split: str):
     )
     if split == "single":
         return (Learner("cifar10", source, **common),)
-    from il_tf.nb201_study import parse_partition
+    from benchmarks.nb201_stats import parse_partition
 
     return tuple(
         Learner(
@@ -206,7 +208,7 @@ def _table():
 
 def score(alpha) -> dict:
     """Look-ups of the cell derived from the final α by each derivation rule."""
-    from il_tf.nb201_study import cell_flags
+    from benchmarks.nb201_stats import cell_flags
     from il_tf.spaces.nb201_genotype import derive_nb201_genotype
 
     out = {}
@@ -221,9 +223,9 @@ def score(alpha) -> dict:
 
 
 def trajectories(rows: list[dict]) -> dict[tuple[str, int], dict]:
-    """Each run's trajectory over its epochs (il_tf.nb201_study.trajectory), by (variant, seed)."""
+    """Each run's trajectory over its epochs (benchmarks.nb201_stats.trajectory), by (variant, seed)."""
+    from benchmarks.nb201_stats import trajectory
     from il_tf.learning.plots import read_history
-    from il_tf.nb201_study import trajectory
     from il_tf.spaces.nb201_genotype import NB201_OPS
 
     return {
@@ -232,7 +234,7 @@ def trajectories(rows: list[dict]) -> dict[tuple[str, int], dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    from il_tf.nb201_study import mean_std_ci, welch_test
+    from benchmarks.nb201_stats import mean_std_ci, welch_test
 
     paths = trajectories(rows)
     out = []
@@ -382,7 +384,7 @@ def main(argv):
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise app.UsageError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
-    from il_tf.nb201_study import PartitionError, parse_partition
+    from benchmarks.nb201_stats import PartitionError, parse_partition
 
     missing = [v for v in variants if VARIANTS[v].method not in METHODS]
     if missing:

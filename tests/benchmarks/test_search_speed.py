@@ -1,4 +1,4 @@
-"""tools/bench.py's --profile bookkeeping: exclusive times, tracing apart, first calls."""
+"""benchmarks/search_speed.py's --profile bookkeeping: exclusive times, tracing apart, first calls."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from ..conftest import PROJECT_ROOT
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_tool", PROJECT_ROOT / "tools" / "bench.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_tool", PROJECT_ROOT / "benchmarks" / "search_speed.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -89,7 +91,7 @@ def test_a_first_call_reports_its_tracing_apart_and_its_graph(bench):
 )
 def test_a_bad_supernet_form_is_a_one_line_usage_error(flag, message):
     proc = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "tools" / "bench.py"), flag],
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / "search_speed.py"), flag],
         capture_output=True,
         text=True,
         timeout=120,

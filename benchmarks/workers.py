@@ -1,13 +1,13 @@
 r"""Images decoded per worker and time per search iteration, for 1 and for N worker processes.
 
-    python tools/bench_workers.py --workers=1,2 --steps=5 [--data=../shared/data/cifar10]
+    python benchmarks/workers.py --workers=1,2 --steps=5 [--data=../shared/data/cifar10]
 
 For each worker count W it starts W worker processes on this machine (il_tf.cluster
 .LocalCluster: one TF_CONFIG each, MultiWorkerMirroredStrategy when W > 1, one CPU replica
 per worker) that run the same search: two learners on an image folder (classes 0-4 and
 5-9 of the CIFAR-10 folder, 32×32, global batch --batch each, the DARTS augmentation), read
 without a decoded-image cache so that every image a step uses is decoded from its JPEG file
-then; the supernet of tools/bench.py's config S (5 cells, 8 channels, all 8 ops), the
+then; the supernet of benchmarks/search_speed.py's config S (5 cells, 8 channels, all 8 ops), the
 default hypergradient method (K=2, R=1, T=1). Each worker prints one JSON line:
 
 - ``input_only_ms_per_step``: its pipelines alone (decode, augment, batch; nothing else

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from il_tf import nb201_study as st
+from benchmarks import nb201_stats as st
 
 
 def test_partition_parses_and_validates():

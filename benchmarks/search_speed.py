@@ -1,6 +1,6 @@
 r"""Times the search: forward+backward of the supernet and one search iteration per method.
 
-    python tools/bench.py --configs=S,M --methods=all --xla=off,on --learners=1,2
+    python benchmarks/search_speed.py --configs=S,M --methods=all --xla=off,on --learners=1,2
 
 Prints one JSON line per case: the first step's seconds (tracing and compiling, apart
 from the steady state), median/min/max milliseconds per step over --steps timed steps

@@ -1,4 +1,4 @@
-"""tools/nb201_bench.py end to end on two tiny variants (one with a remedy)."""
+"""benchmarks/nb201_study.py end to end on two tiny variants (one with a remedy)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..conftest import PROJECT_ROOT
 def test_nb201_bench_tiny(tmp_path, cifar10_folder, nb201_table_path):
     cmd = [
         sys.executable,
-        str(PROJECT_ROOT / "tools" / "nb201_bench.py"),
+        str(PROJECT_ROOT / "benchmarks" / "nb201_study.py"),
         f"--data_root={cifar10_folder}",
         f"--table={nb201_table_path}",
         f"--workdir={tmp_path}",
@@ -72,7 +72,7 @@ def test_nb201_bench_tiny(tmp_path, cifar10_folder, nb201_table_path):
 def test_nb201_bench_rejects_a_bad_partition(tmp_path):
     cmd = [
         sys.executable,
-        str(PROJECT_ROOT / "tools" / "nb201_bench.py"),
+        str(PROJECT_ROOT / "benchmarks" / "nb201_study.py"),
         f"--workdir={tmp_path}",
         "--partition=0,1/1,2",
     ]
@@ -87,7 +87,7 @@ def test_nb201_bench_refuses_a_workdir_another_study_holds(tmp_path):
     (tmp_path / "runs.jsonl").write_text("")
     cmd = [
         sys.executable,
-        str(PROJECT_ROOT / "tools" / "nb201_bench.py"),
+        str(PROJECT_ROOT / "benchmarks" / "nb201_study.py"),
         f"--workdir={tmp_path}",
         "--summarize_only",
     ]
