@@ -239,9 +239,9 @@ def run_case(case: dict) -> dict:
     import numpy as np
 
     from il_tf.learning.engine import OptimizerSettings, SearchEngine
-    from il_tf.learning.schedule import make_schedule
     from il_tf.learning.search import grappler_options
     from il_tf.learning.search_model import build_search_model
+    from il_tf.learning.stage_schedule import make_schedule
     from il_tf.spaces.factories import darts_supernet
 
     # As the search sets them (SearchConfig.graph_optimizer, .constant_folding); the

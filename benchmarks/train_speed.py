@@ -39,7 +39,7 @@ def measure(jit_compile: bool) -> dict:
 
     from il_tf.models.networks import NetworkConfig
     from il_tf.spaces.genotypes import load_genotype
-    from il_tf.training.step import Trainer
+    from il_tf.training.trainer import Trainer
 
     strategy = tf.distribute.MirroredStrategy(
         [d.name for d in tf.config.list_logical_devices("GPU")] or ["/cpu:0"]

@@ -65,8 +65,8 @@ def run_worker() -> dict:
     from il_tf.data.learners import Learner, build_learner_data
     from il_tf.data.sources import ImageFolderSource
     from il_tf.learning.engine import OptimizerSettings, SearchEngine
-    from il_tf.learning.schedule import make_schedule
     from il_tf.learning.search_model import build_search_model
+    from il_tf.learning.stage_schedule import make_schedule
     from il_tf.spaces.factories import darts_supernet
 
     decoded = tf.Variable(0, dtype=tf.int64, trainable=False)

@@ -38,7 +38,7 @@ from il_tf import rundir
 from il_tf.models.networks import GenotypeNetwork, NetworkConfig, build_network
 from il_tf.spaces.genotypes import genotype_from_json_dict
 from il_tf.training.loop import BEST_DIR, LAST_DIR, read_run_settings
-from il_tf.training.step import weights_checkpoint
+from il_tf.training.trainer import weights_checkpoint
 
 BYTES_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "predict_images"

@@ -37,7 +37,7 @@ from il_tf.data.augment import (
 )
 from il_tf.data.errors import DataError
 from il_tf.data.sources import DigitsSource, Source, SplitReader
-from il_tf.validation import check_int, check_number
+from il_tf.settings_checks import check_int, check_number
 
 EVAL_SPLITS = ("train", "val", "test")
 # Fixed seed of the sample of images the normalization is estimated from: it does not depend

@@ -3,7 +3,7 @@
 One iteration (docs/design.md §1) is
 1. the architecture step: a hypergradient through the chain (a method of
    ``il_tf/learning/hypergradients.py`` over the compiled step functions of
-   ``il_tf/learning/steps.py``), applied with Adam;
+   ``il_tf/learning/step_functions.py``), applied with Adam;
 2. the weight steps: the real encoder goes through the same stages (SGD with
    momentum, cosine schedule, clipping), each stage on its learners' batches,
    each head updated by its own learner only.
@@ -26,10 +26,10 @@ import tensorflow as tf
 from il_tf.learning import arch_regularizers, hypergradients, objective
 from il_tf.learning.objective import ChainSettings, LossStats
 from il_tf.learning.reporting import RunningStats
-from il_tf.learning.schedule import Schedule
 from il_tf.learning.search_model import SearchModel
-from il_tf.learning.steps import StepFunctions
-from il_tf.validation import check_number
+from il_tf.learning.stage_schedule import Schedule
+from il_tf.learning.step_functions import StepFunctions
+from il_tf.settings_checks import check_number
 
 
 @gin.configurable

@@ -1,7 +1,7 @@
 """Hypergradient methods: the gradient of the top-level objective w.r.t. the architecture.
 
 Every method is a pure function with one signature, ``method(steps, inputs)``, built
-from the compiled per-step functions of :class:`~il_tf.learning.steps.StepFunctions`;
+from the compiled per-step functions of :class:`~il_tf.learning.step_functions.StepFunctions`;
 it returns the global-batch hypergradient (per replica, identical on each) and the
 learners' validation statistics. README's "Hypergradient methods" table gives their
 cost; docs/design.md derives the chain methods.
@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from il_tf.learning.objective import Batch, LossStats
-from il_tf.learning.schedule import Schedule
-from il_tf.learning.steps import StepFunctions
+from il_tf.learning.stage_schedule import Schedule
+from il_tf.learning.step_functions import StepFunctions
 
 
 @dataclasses.dataclass(frozen=True)

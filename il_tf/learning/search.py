@@ -30,12 +30,12 @@ from il_tf.learning.arch_regularizers import BetaDecaySettings
 from il_tf.learning.engine import NonFiniteLossError, OptimizerSettings, SearchEngine
 from il_tf.learning.hypergradients import get_method
 from il_tf.learning.reporting import EpochWriter, RunningStats, softmax
-from il_tf.learning.schedule import SCHEDULES, Schedule, make_schedule
 from il_tf.learning.search_model import SearchModel, build_search_model
+from il_tf.learning.stage_schedule import SCHEDULES, Schedule, make_schedule
+from il_tf.settings_checks import check_bool, check_int, check_number, invalid
 from il_tf.spaces.architecture import AuxSkipSettings
 from il_tf.spaces.factories import darts_supernet
 from il_tf.spaces.space import SearchSpace, check_space
-from il_tf.validation import check_bool, check_int, check_number, invalid
 
 OWNER = "SearchConfig"
 KIND = "search"

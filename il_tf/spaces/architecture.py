@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from il_tf.validation import check_number
+from il_tf.settings_checks import check_number
 
 # DARTS initializes α as 1e-3 · N(0, 1).
 ARCH_INIT_STDDEV = 1e-3

@@ -3,7 +3,7 @@
 A run lives in one work directory (``il_tf.rundir`` owns ``run.json``, ``config.gin`` and
 the lock; the training's own files are listed below). It is a custom loop rather than
 ``keras.Model.fit``: the step all-reduces gradients once and clips their global norm (see
-``il_tf.training.step``), and resuming restores the exact data position. Batches are a pure
+``il_tf.training.trainer``), and resuming restores the exact data position. Batches are a pure
 function of (seed, batch index) (see ``il_tf.data.learners``) and drop-path masks of (seed,
 step), so a resumed run continues exactly where the last checkpoint left off, mid-epoch
 too: the result equals that of an uninterrupted run.
@@ -49,10 +49,10 @@ from il_tf import distribute, rundir
 from il_tf.data.learners import Learner, LearnerData, build_learner_data
 from il_tf.models.flops import complexity
 from il_tf.models.networks import NetworkConfig
+from il_tf.settings_checks import check_bool, check_int, check_number
 from il_tf.spaces.genotypes import Genotype, load_genotype
 from il_tf.training import lr_schedule as schedules
-from il_tf.training.step import Trainer
-from il_tf.validation import check_bool, check_int, check_number
+from il_tf.training.trainer import Trainer
 
 KIND = "train"
 RESULTS_FILE = "results.json"

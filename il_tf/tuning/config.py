@@ -38,9 +38,9 @@ from il_tf.learning.engine import OptimizerSettings
 from il_tf.learning.search import SearchConfig
 from il_tf.models.networks import NetworkConfig
 from il_tf.nb201_lookup import NB201_ACCURACY_FIELDS
+from il_tf.settings_checks import check_int
 from il_tf.spaces.genotypes import GENOTYPE_OPS
 from il_tf.training.loop import TrainConfig
-from il_tf.validation import check_int
 
 MODES = ("search", "random")
 SPACES = ("darts", "nb201")

@@ -27,8 +27,8 @@ keras.config.set_floatx("float64")
 keras.config.set_dtype_policy("float64")
 
 from il_tf.learning.engine import OptimizerSettings, SearchEngine  # noqa: E402
-from il_tf.learning.schedule import make_schedule  # noqa: E402
 from il_tf.learning.search_model import SearchModel, build_search_model  # noqa: E402
+from il_tf.learning.stage_schedule import make_schedule  # noqa: E402
 from il_tf.spaces.darts_supernet import DartsSupernet  # noqa: E402
 
 OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")

@@ -13,7 +13,7 @@ from il_tf.learning import hypergradients as hg
 from il_tf.learning.objective import ChainSettings
 from il_tf.learning.search import run_search
 from il_tf.learning.search_model import build_search_model
-from il_tf.learning.steps import StepFunctions
+from il_tf.learning.step_functions import StepFunctions
 from il_tf.rundir import RunDirError
 from il_tf.spaces.architecture import AuxSkipSettings
 from il_tf.spaces.darts_supernet import DartsSupernet

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from il_tf.learning.engine import OptimizerSettings, SearchEngine
-from il_tf.learning.schedule import make_schedule
 from il_tf.learning.search_model import SearchModel, build_search_model
+from il_tf.learning.stage_schedule import make_schedule
 from il_tf.spaces.darts_supernet import DartsSupernet
 from il_tf.spaces.genotypes import DARTS_OPS
 

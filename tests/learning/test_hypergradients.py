@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from il_tf.learning import hypergradients as hg
 from il_tf.learning.objective import ChainSettings
-from il_tf.learning.schedule import make_schedule
-from il_tf.learning.steps import StepFunctions
+from il_tf.learning.stage_schedule import make_schedule
+from il_tf.learning.step_functions import StepFunctions
 from il_tf.spaces.genotypes import DARTS_OPS
 
 from .._dtypes import float_dtype

@@ -19,7 +19,7 @@ from il_tf.learning import progressive as prog
 from il_tf.learning.objective import ChainSettings
 from il_tf.learning.progressive import ProgressiveConfig, ProgressiveError, run_progressive
 from il_tf.learning.search_model import SearchModel, build_search_model
-from il_tf.learning.steps import StepFunctions
+from il_tf.learning.step_functions import StepFunctions
 from il_tf.rundir import RunDirError
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.architecture import Architecture

@@ -25,7 +25,7 @@ from il_tf.spaces.genotypes import (
     save_genotype,
 )
 from il_tf.training import lr_schedule as schedules
-from il_tf.training.step import weights_checkpoint
+from il_tf.training.trainer import weights_checkpoint
 
 
 def reference_macs(genotype, channels, layers, classes, size, imagenet):

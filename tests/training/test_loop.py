@@ -18,7 +18,7 @@ from il_tf.models.networks import NetworkConfig
 from il_tf.spaces.genotypes import get_published
 from il_tf.training.loop import TrainConfig
 from il_tf.training.optim import DynamicLossScale, ReferenceSGD
-from il_tf.training.step import Trainer, clip_by_global_norm, per_example_loss
+from il_tf.training.trainer import Trainer, clip_by_global_norm, per_example_loss
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,7 @@ _TWO_REPLICAS = textwrap.dedent(
     devices = use_logical_cpus(2)
     import tensorflow as tf
     from il_tf.training.optim import ReferenceSGD
-    from il_tf.training.step import clip_by_global_norm, sum_across_replicas
+    from il_tf.training.trainer import clip_by_global_norm, sum_across_replicas
 
     strategy = tf.distribute.MirroredStrategy(devices)
     with strategy.scope():
@@ -202,7 +202,7 @@ _TRAINER_TWO_REPLICAS = textwrap.dedent(
     import tensorflow as tf
     from il_tf.data.learners import Learner, build_learner_data
     from il_tf.models.networks import NetworkConfig
-    from il_tf.training.step import Trainer
+    from il_tf.training.trainer import Trainer
     from il_tf.spaces.genotypes import get_published
 
     import keras

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from il_tf.validation import check_bool, check_choice, check_int, check_number
+from il_tf.settings_checks import check_bool, check_choice, check_int, check_number
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,12 @@ import tensorflow as tf
 from il_tf.learning import objective
 from il_tf.learning.objective import ChainSettings
 from il_tf.learning.search_model import build_search_model
-from il_tf.learning.steps import SegmentLayout, StepFunctions, WeightLayout, _segment_functions
+from il_tf.learning.step_functions import (
+    SegmentLayout,
+    StepFunctions,
+    WeightLayout,
+    _segment_functions,
+)
 from il_tf.spaces.darts_supernet import DartsSupernet
 from il_tf.spaces.nb201_supernet import NB201Supernet
 from il_tf.spaces.space import Segment

@@ -1,6 +1,6 @@
 import pytest
 
-from il_tf.learning.schedule import make_schedule
+from il_tf.learning.stage_schedule import make_schedule
 
 
 def test_interleaved_blocked_joint_stages():
