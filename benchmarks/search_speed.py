@@ -44,18 +44,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from il_tf.learning import hypergradients  # noqa: E402
+
 CONFIGS = {
     "S": {"batch": 16, "num_cells": 5, "channels": 8, "image_size": 32},
     "M": {"batch": 64, "num_cells": 8, "channels": 16, "image_size": 32},
 }
-METHODS = (
-    "forward_backward",
-    "first_order",
-    "per_learner_finite_difference",
-    "chain_finite_difference",
-    "chain_exact",
-    "unrolled",
-)
+# One forward+backward pass (the unit of "passes"), then every hypergradient method.
+METHODS = ("forward_backward", *hypergradients.METHODS)
 NUM_CLASSES = 10
 
 FLAGS = flags.FLAGS
@@ -357,14 +353,12 @@ def run_case(case: dict) -> dict:
 
 
 def expected_passes(method: str, schedule) -> int | None:
-    """Forward+backward passes of one iteration (README "Hypergradient methods")."""
-    k, n = schedule.num_learners, schedule.num_steps  # n = S·T, also the weight steps
-    return {
-        "forward_backward": 1,
-        "first_order": k + n,
-        "per_learner_finite_difference": 4 * k + n,
-        "chain_finite_difference": 4 * n + k,
-    }.get(method)
+    """Forward+backward passes of one iteration (``HypergradientMethod.passes``)."""
+    if method == "forward_backward":
+        return 1
+    return hypergradients.get_method(method).expected_passes(
+        schedule.num_learners, len(schedule.stages), schedule.steps_per_stage
+    )
 
 
 def case_error(proc: subprocess.CompletedProcess) -> str:

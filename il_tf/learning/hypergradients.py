@@ -1,10 +1,13 @@
 """Hypergradient methods: the gradient of the top-level objective w.r.t. the architecture.
 
-Every method is a pure function with one signature, ``method(steps, inputs)``, built
-from the compiled per-step functions of :class:`~il_tf.learning.step_functions.StepFunctions`;
-it returns the global-batch hypergradient (per replica, identical on each) and the
-learners' validation statistics. README's "Hypergradient methods" table gives their
-cost; docs/design.md derives the chain methods.
+A method is one :class:`HypergradientMethod`, defined once in :data:`METHODS`: its name,
+what it computes, how it differentiates a step of the chain (its link), its cost in
+forward+backward passes per iteration and its memory class. The search, the engine, the
+benchmarks and the study all take methods from here, and :func:`get_method` is the one
+place that checks a name. Every method is built from the compiled per-step functions of
+:class:`~il_tf.learning.step_functions.StepFunctions`; it returns the global-batch
+hypergradient (per replica, identical on each) and the learners' validation statistics.
+docs/design.md derives the chain methods.
 
 - ``first_order``: Σ_k ∇_A L^val_k at the current weights (the chain is ignored).
 - ``per_learner_finite_difference``: per learner, its validation loss after one
@@ -30,7 +33,7 @@ import tensorflow as tf
 
 from il_tf.learning.objective import Batch, LossStats
 from il_tf.learning.stage_schedule import Schedule
-from il_tf.learning.step_functions import StepFunctions
+from il_tf.learning.step_functions import LINKS, StepFunctions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +61,9 @@ class Hypergradient(NamedTuple):
     val_stats: list[LossStats]
 
 
-Method = Callable[[StepFunctions, ChainInputs], Hypergradient]
 
 
-def first_order(steps: StepFunctions, x: ChainInputs) -> Hypergradient:
+def _first_order(steps: StepFunctions, x: ChainInputs, _link: str) -> Hypergradient:
     """Σ_k ∇_A L^val_k(A, W, H_k) at the current weights."""
     grad, stats = None, []
     for k, batch in enumerate(x.val_batches):
@@ -79,7 +81,7 @@ def first_train_batch(schedule: Schedule, train_batches, learner: int) -> Batch:
     raise ValueError(f"learner {learner} has no stage in schedule {schedule.kind}")
 
 
-def per_learner_finite_difference(steps: StepFunctions, x: ChainInputs) -> Hypergradient:
+def _per_learner(steps: StepFunctions, x: ChainInputs, link: str) -> Hypergradient:
     """DARTS second order per learner: one own step each, other stages held constant."""
     grad, stats = None, []
     for k, batch in enumerate(x.val_batches):
@@ -88,7 +90,7 @@ def per_learner_finite_difference(steps: StepFunctions, x: ChainInputs) -> Hyper
         enc, (head,) = steps.virtual_step((k,), x.arch, x.enc, (x.heads[k],), x.enc, train, x.lr)
         v_enc, v_head, g_arch, st = steps.val_gradient(k, x.arch, enc, head, batch)
         *_, step_term = steps.adjoint(
-            "finite_difference", (k,), x.arch, x.enc, (x.heads[k],), train, x.lr, (v_enc, (v_head,))
+            link, (k,), x.arch, x.enc, (x.heads[k],), train, x.lr, (v_enc, (v_head,))
         )
         grad = g_arch if grad is None else steps.add(grad, g_arch)
         grad = steps.add(grad, step_term)
@@ -163,17 +165,7 @@ def reverse_sweep(steps: StepFunctions, x: ChainInputs, link: str) -> Hypergradi
     return Hypergradient(grad, stats)
 
 
-def chain_exact(steps: StepFunctions, x: ChainInputs) -> Hypergradient:
-    """The reverse sweep with exact Hessian-vector products (equals ``unrolled``)."""
-    return reverse_sweep(steps, x, "exact")
-
-
-def chain_finite_difference(steps: StepFunctions, x: ChainInputs) -> Hypergradient:
-    """The reverse sweep with central-difference Hessian-vector products per step."""
-    return reverse_sweep(steps, x, "finite_difference")
-
-
-def unrolled(steps: StepFunctions, x: ChainInputs) -> Hypergradient:
+def _unrolled(steps: StepFunctions, x: ChainInputs, _link: str) -> Hypergradient:
     """The exact derivative through the chain as one graph (grows with S·T)."""
     grad, stats = steps.unrolled(
         x.schedule, x.arch, x.enc, x.heads, x.train_batches, x.val_batches, x.lr
@@ -181,20 +173,124 @@ def unrolled(steps: StepFunctions, x: ChainInputs) -> Hypergradient:
     return Hypergradient(grad, stats)
 
 
-METHODS: dict[str, Method] = {
-    "first_order": first_order,
-    "per_learner_finite_difference": per_learner_finite_difference,
-    "chain_finite_difference": chain_finite_difference,
-    "chain_exact": chain_exact,
-    "unrolled": unrolled,
+#: How a method differentiates a step of the chain: ``LINKS`` (``exact``: segment by
+#: segment, reverse over reverse; ``finite_difference``: central differences of two
+#: gradients), the whole chain on one tape, or not at all (the chain is ignored).
+WHOLE_GRAPH = "whole_graph"
+NO_CHAIN = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class HypergradientMethod:
+    """One hypergradient method: call it as ``method(steps, inputs)``.
+
+    Attributes:
+      name: the name ``SearchConfig.method`` takes.
+      summary: what it computes, in one sentence.
+      compute: ``compute(steps, inputs, link)``, the computation.
+      link: how a step of the chain is differentiated: one of ``LINKS``,
+        ``WHOLE_GRAPH`` or ``NO_CHAIN``.
+      passes: forward+backward passes of the supernet per search iteration, including
+        the S·T real weight steps, as a function of (K, S, T); None where the count is
+        not a whole number of passes (second-order graphs).
+      cost: the same in words, for tables.
+      memory: what its memory grows with (its memory class).
+    """
+
+    name: str
+    summary: str
+    compute: Callable[[StepFunctions, ChainInputs, str], Hypergradient]
+    link: str
+    passes: Callable[[int, int, int], int] | None
+    cost: str
+    memory: str
+
+    def __post_init__(self):
+        if self.link not in (*LINKS, WHOLE_GRAPH, NO_CHAIN):
+            raise ValueError(
+                f"{self.name}: link {self.link!r}; allowed: {[*LINKS, WHOLE_GRAPH, NO_CHAIN]}"
+            )
+
+    def __call__(self, steps: StepFunctions, inputs: ChainInputs) -> Hypergradient:
+        return self.compute(steps, inputs, self.link)
+
+    def expected_passes(self, num_learners: int, stages: int, steps_per_stage: int) -> int | None:
+        """:attr:`passes` for K learners and S stages of T steps (None: no count)."""
+        if self.passes is None:
+            return None
+        return self.passes(num_learners, stages, steps_per_stage)
+
+
+first_order = HypergradientMethod(
+    name="first_order",
+    summary="Σ_k ∇_A L^val_k at the current weights (DARTS first order)",
+    compute=_first_order,
+    link=NO_CHAIN,
+    passes=lambda k, s, t: k + s * t,
+    cost="K + S·T",
+    memory="one forward+backward",
+)
+per_learner_finite_difference = HypergradientMethod(
+    name="per_learner_finite_difference",
+    summary="per learner, DARTS second order on one step of its own training from the "
+    "current weights; every other stage held constant",
+    compute=_per_learner,
+    link="finite_difference",
+    passes=lambda k, s, t: 4 * k + s * t,
+    cost="4·K + S·T",
+    memory="one forward+backward",
+)
+chain_finite_difference = HypergradientMethod(
+    name="chain_finite_difference",
+    summary="the reverse sweep through all S·T steps of the chain; each step's "
+    "Hessian-vector products by central differences",
+    compute=reverse_sweep,
+    link="finite_difference",
+    passes=lambda k, s, t: 4 * s * t + k,
+    cost="4·S·T + K",
+    memory="one forward+backward + S·T weight copies",
+)
+chain_exact = HypergradientMethod(
+    name="chain_exact",
+    summary="the same sweep with exact Hessian-vector products (reverse over reverse, "
+    "one supernet segment at a time); equals unrolled",
+    compute=reverse_sweep,
+    link="exact",
+    passes=None,
+    cost="more than 4·S·T + K: every link is an exact second-order pass",
+    memory="the compiled second-order function of every segment + one forward+backward "
+    "+ S·T weight copies",
+)
+unrolled = HypergradientMethod(
+    name="unrolled",
+    summary="the exact derivative through the whole chain as one graph, on one tape "
+    "(the reference for chain_exact)",
+    compute=_unrolled,
+    link=WHOLE_GRAPH,
+    passes=None,
+    cost="the virtual chain forward, then a second-order backward through all of it in "
+    "one graph (no fixed count of passes); its trace time grows with S·T",
+    memory="every step's activations: grows with S·T",
+)
+
+#: Every method, by name.
+METHODS: dict[str, HypergradientMethod] = {
+    m.name: m
+    for m in (
+        first_order,
+        per_learner_finite_difference,
+        chain_finite_difference,
+        chain_exact,
+        unrolled,
+    )
 }
 
 #: Names of earlier releases, with the method each now is.
 RENAMED = {"finite_difference": "per_learner_finite_difference"}
 
 
-def get_method(name: str) -> Method:
-    """The hypergradient method called ``name``."""
+def get_method(name: str) -> HypergradientMethod:
+    """The hypergradient method called ``name``: the one check of a method's name."""
     if name in RENAMED:
         raise ValueError(
             f"hypergradient method {name!r} is now called {RENAMED[name]!r} (what it "
