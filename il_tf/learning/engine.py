@@ -165,7 +165,6 @@ class SearchEngine:
     ):
         self.strategy = strategy
         self.schedule = schedule
-        self.method_name = method
         self.method = hypergradients.get_method(method)
         self.chain = ChainSettings(
             proximity=float(proximity),
@@ -258,17 +257,14 @@ class SearchEngine:
         self.anchor.assign(self.steps.encoder_layout.pack(enc))
 
     def _prepare_fn(self, g_enc, g_heads, enc, heads):
-        """The update direction of a weight step: proximity, global-norm clip, weight decay."""
+        """The direction of a real weight step (``objective.weight_step_direction``, clipped)."""
         chain = self.chain
 
         def replica_fn(g_enc, g_heads, enc, heads):
-            weights = [enc, *heads]
-            grads = [g_enc, *g_heads]
-            if chain.proximity:
-                grads[0] += 2.0 * chain.proximity * (enc - tf.identity(self.anchor))
-            grads = objective.clip_by_global_norm(grads, chain.clip_norm)
-            grads = [g + chain.weight_decay * w for g, w in zip(grads, weights, strict=True)]
-            return grads[0], tuple(grads[1:]), _all_finite(grads)
+            d_enc, d_heads = objective.weight_step_direction(
+                enc, heads, g_enc, g_heads, tf.identity(self.anchor), chain, clip=True
+            )
+            return d_enc, tuple(d_heads), _all_finite([d_enc, *d_heads])
 
         g_enc, g_heads, ok = self.strategy.run(replica_fn, args=(g_enc, g_heads, enc, heads))
         return g_enc, g_heads, self.strategy.experimental_local_results(ok)[0]

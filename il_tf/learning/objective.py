@@ -327,21 +327,47 @@ def central_difference(plus, minus, eps: tf.Tensor):
     return tf.nest.map_structure(lambda p, m: (p - m) * scale, plus, minus)
 
 
-def virtual_step(enc, heads: Sequence, g_enc, g_heads: Sequence, anchor, lr, settings):
-    """One step Φ of the virtual chain: W' = W − ξ(∇L^tr + wd·W + 2λ(W − W_anchor)).
+def weight_step_direction(
+    enc, heads: Sequence, g_enc, g_heads: Sequence, anchor, settings: ChainSettings, clip: bool
+):
+    """The direction d of a weight step W' = W − ξ·d: the virtual and the real steps' formula.
 
-    ``enc`` (the encoder, pulled towards ``anchor``, the encoder its stage was
-    handed) and each of the stage's ``heads`` (weight decay only) is a tensor or a
-    list of tensors; ``g_enc``, ``g_heads`` are the data-loss gradients there.
-    Returns (W', [H'_k]).
+    d_W = c(∇_W L^tr + 2λ(W − W_anchor)) + wd·W for the encoder (pulled towards
+    ``anchor``, the encoder its stage was handed) and d_H = c(∇_H L^tr) + wd·H for each
+    of the stage's ``heads``; ``g_enc``, ``g_heads`` are the data-loss gradients. c clips
+    the encoder's and the heads' terms together to the global norm ``settings.clip_norm``
+    when ``clip`` is True, and is the identity otherwise. The two steps differ only there:
+    the real steps clip (and apply d with momentum), the virtual steps of the chain do not,
+    because the adjoint (:func:`adjoint_step`) differentiates the unclipped step.
+    ``enc`` and each head are a tensor or a list of tensors. Returns (d_W, [d_H]).
     """
-    wd, lam = settings.weight_decay, settings.proximity
-    enc_out = tf.nest.map_structure(
-        lambda w, g, a: w - lr * (g + wd * w + 2.0 * lam * (w - a)), enc, g_enc, anchor
-    )
+    lam, wd = settings.proximity, settings.weight_decay
+    terms = [g_enc, *g_heads]
+    if lam:
+        terms[0] = tf.nest.map_structure(
+            lambda g, w, a: g + 2.0 * lam * (w - a), g_enc, enc, anchor
+        )
+    if clip:
+        flat = clip_by_global_norm(tf.nest.flatten(terms), settings.clip_norm)
+        terms = tf.nest.pack_sequence_as(terms, flat)
+    directions = [
+        tf.nest.map_structure(lambda g, w: g + wd * w, term, weights)
+        for term, weights in zip(terms, [enc, *heads], strict=True)
+    ]
+    return directions[0], directions[1:]
+
+
+def virtual_step(enc, heads: Sequence, g_enc, g_heads: Sequence, anchor, lr, settings):
+    """One step Φ of the virtual chain: W' = W − ξ·d (:func:`weight_step_direction`, unclipped).
+
+    With d = ∇L^tr + 2λ(W − W_anchor) + wd·W for the encoder and ∇L^tr + wd·H for each of
+    the stage's heads. Returns (W', [H'_k]).
+    """
+    d_enc, d_heads = weight_step_direction(enc, heads, g_enc, g_heads, anchor, settings, False)
+    enc_out = tf.nest.map_structure(lambda w, d: w - lr * d, enc, d_enc)
     heads_out = [
-        tf.nest.map_structure(lambda w, g: w - lr * (g + wd * w), h, g)
-        for h, g in zip(heads, g_heads, strict=True)
+        tf.nest.map_structure(lambda w, d: w - lr * d, h, d_h)
+        for h, d_h in zip(heads, d_heads, strict=True)
     ]
     return enc_out, heads_out
 
