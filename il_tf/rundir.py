@@ -70,6 +70,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from il_tf import legacy
+
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.gin"
 LOCK_FILE = ".lock"
@@ -80,8 +82,6 @@ _KIND_NAMES = {"progressive_search": "progressive search", "train": "training", 
 _TMP_MARK = "il_tf-"
 # TensorFlow writes a checkpoint into DIR/ckpt-N_temp/ first (left behind by a kill).
 _CHECKPOINT_TEMP = re.compile(r"^ckpt-\d+_temp$")
-# Training work directories before run.json held a history (read, then upgraded).
-_TRAIN_FORMAT_V1 = "il_tf.train_run/v1"
 
 
 class RunDirError(ValueError):
@@ -517,20 +517,8 @@ class RunDir:
             )
             if path is None:
                 return None
-        record = read_json(path, "run record")
-        if record.get("format") == _TRAIN_FORMAT_V1:
-            # The first training format: the settings of the latest start, no history.
-            settings = {k: v for k, v in record.items() if k != "format"}
-            record = {"format": FORMAT, "kind": "train", "settings": settings, "starts": []}
-        elif "fingerprint" in record and "format" not in record:
-            # The first search format: the settings that had to match, no history.
-            record = {
-                "format": FORMAT,
-                "kind": self.kind,
-                "settings": record["fingerprint"],
-                "starts": [],
-                "legacy": True,
-            }
+        # Records of earlier il_tf versions are read as this format (il_tf/legacy.py).
+        record = legacy.upgrade_record(read_json(path, "run record"), self.kind, FORMAT)
         if record.get("format") != FORMAT:
             raise RunDirError(
                 f"{path}: unknown run record format {record.get('format')!r}, expected {FORMAT!r}"

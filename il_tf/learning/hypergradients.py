@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from il_tf import legacy
 from il_tf.learning.objective import Batch, LossStats
 from il_tf.learning.stage_schedule import Schedule
 from il_tf.learning.step_functions import LINKS, StepFunctions
@@ -59,8 +60,6 @@ class Hypergradient(NamedTuple):
 
     grad: Any
     val_stats: list[LossStats]
-
-
 
 
 def _first_order(steps: StepFunctions, x: ChainInputs, _link: str) -> Hypergradient:
@@ -285,18 +284,12 @@ METHODS: dict[str, HypergradientMethod] = {
     )
 }
 
-#: Names of earlier releases, with the method each now is.
-RENAMED = {"finite_difference": "per_learner_finite_difference"}
-
 
 def get_method(name: str) -> HypergradientMethod:
     """The hypergradient method called ``name``: the one check of a method's name."""
-    if name in RENAMED:
-        raise ValueError(
-            f"hypergradient method {name!r} is now called {RENAMED[name]!r} (what it "
-            "computes: one step per learner, other stages held constant); the chain "
-            "through all stages is 'chain_finite_difference' (the default) or 'chain_exact'"
-        )
+    renamed = legacy.renamed_method(name)
+    if renamed is not None:
+        raise renamed
     if name not in METHODS:
         raise ValueError(f"unknown hypergradient method {name!r}; allowed: {sorted(METHODS)}")
     return METHODS[name]

@@ -36,7 +36,7 @@ import keras_tuner
 from absl import logging
 from keras_tuner import errors as kt_errors
 
-from il_tf import rundir
+from il_tf import legacy, rundir
 from il_tf.learning.search import SearchError, run_search
 from il_tf.nb201_lookup import NB201_ACCURACY_FIELDS, NB201ArchNotFoundError, NB201Table
 from il_tf.spaces.genotypes import Genotype, save_genotype
@@ -54,8 +54,6 @@ from il_tf.tuning.hypermodels import (
 TRIAL_RECORD = "il_tf_trial.json"
 SUMMARY_FILE = "summary.json"
 KIND = "tune"
-# Where older versions kept the settings ({"fingerprint": ...}); run.json does now.
-_LEGACY_SETTINGS_FILE = "tuning.json"
 BUDGET = TUNER_PREFIX + "epochs"  # Hyperband's budget hyperparameter
 
 
@@ -478,7 +476,7 @@ def run_tuning(
     if not isinstance(config, TuneConfig):
         raise ValueError(f"config must be a TuneConfig, got {config!r}")
     project_dir = Path(project_dir).absolute()
-    with rundir.RunDir(project_dir, KIND, legacy_files=[_LEGACY_SETTINGS_FILE]) as run:
+    with rundir.RunDir(project_dir, KIND, legacy_files=[legacy.TUNING_SETTINGS_FILE]) as run:
         if overwrite:
             run.clear()
         run.check(config.fingerprint())
