@@ -234,10 +234,10 @@ def run_case(case: dict) -> dict:
     tf = import_tensorflow()
     import numpy as np
 
-    from il_tf.learning.engine import OptimizerSettings, SearchEngine
-    from il_tf.learning.search import grappler_options
-    from il_tf.learning.search_model import build_search_model
-    from il_tf.learning.stage_schedule import make_schedule
+    from il_tf.data.learners import Learner
+    from il_tf.learning.build import LearnerShape, build_engine
+    from il_tf.learning.plan import grappler_options
+    from il_tf.learning.search_config import SearchConfig
     from il_tf.spaces.factories import darts_supernet
 
     # As the search sets them (SearchConfig.graph_optimizer, .constant_folding); the
@@ -256,28 +256,22 @@ def run_case(case: dict) -> dict:
         supernet_kwargs["partial_channels"] = int(case["partial_channels"])
     supernet_kwargs["wide_edges"] = case.get("edges") == "wide"
     supernet_kwargs["cell_parts"] = case.get("cell_parts", 1)
-
-    build = functools.partial(
-        build_search_model,
-        functools.partial(darts_supernet, **supernet_kwargs),
-        [NUM_CLASSES] * k,
-        (size, size, 3),
-    )
-
-    strategy = tf.distribute.get_strategy()
-    schedule = make_schedule(k, rounds, "interleaved")
-    method = case["method"] if case["method"] != "forward_backward" else "first_order"
-    engine = SearchEngine(
-        strategy,
-        build,
-        schedule,
-        method,
-        1e-3,
-        OptimizerSettings(),
-        total_weight_steps=1000,
+    # The search's own config and builder; the learners' data is replaced by fixed
+    # random batches of their shape.
+    names = [f"learner{i}" for i in range(k)]
+    config = SearchConfig(
+        learners=tuple(Learner(name) for name in names),
+        supernet=functools.partial(darts_supernet, **supernet_kwargs),
+        method=case["method"] if case["method"] != "forward_backward" else "first_order",
+        rounds=rounds,
         jit_compile=case["xla"],
         segmented_gradients=case.get("segmented_gradients", False),
+        draw=False,
     )
+    shapes = [LearnerShape(name, NUM_CLASSES, (size, size, 3), batch) for name in names]
+    strategy = tf.distribute.get_strategy()
+    engine = build_engine(config, shapes, strategy, total_weight_steps=1000)
+    schedule = engine.schedule
     calls = CallTimes() if case.get("profile") else None
     if calls:
         calls.instrument(engine)

@@ -64,9 +64,8 @@ def run_worker() -> dict:
     strategy = distribute.make_strategy()  # before any other TensorFlow work
     from il_tf.data.learners import Learner, build_learner_data
     from il_tf.data.sources import ImageFolderSource
-    from il_tf.learning.engine import OptimizerSettings, SearchEngine
-    from il_tf.learning.search_model import build_search_model
-    from il_tf.learning.stage_schedule import make_schedule
+    from il_tf.learning.build import build_engine
+    from il_tf.learning.search_config import SearchConfig
     from il_tf.spaces.factories import darts_supernet
 
     decoded = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -102,7 +101,14 @@ def run_worker() -> dict:
             for d in datas
         ]
 
-    schedule = make_schedule(2, 1, "interleaved")
+    # The search's own config and builder (the default method, K=2, R=1).
+    config = SearchConfig(
+        learners=tuple(learners),
+        supernet=functools.partial(darts_supernet, channels=CHANNELS, num_cells=CELLS),
+        method="chain_finite_difference",
+        draw=False,
+    )
+    schedule = config.make_schedule()
 
     def next_batches(pipes):
         train = [[tuple(next(pipes[k][0]) for k in stage.learners)] for stage in schedule.stages]
@@ -118,21 +124,7 @@ def run_worker() -> dict:
     input_seconds = (time.perf_counter() - started) / FLAGS.input_steps
     del pipes
 
-    build = functools.partial(
-        build_search_model,
-        functools.partial(darts_supernet, channels=CHANNELS, num_cells=CELLS),
-        [d.num_classes for d in datas],
-        (SIZE, SIZE, 3),
-    )
-    engine = SearchEngine(
-        strategy,
-        build,
-        schedule,
-        "chain_finite_difference",
-        1e-3,
-        OptimizerSettings(),
-        total_weight_steps=1000,
-    )
+    engine = build_engine(config, datas, strategy, total_weight_steps=1000)
     pipes = streams()
     started = time.perf_counter()
     engine.iteration(*next_batches(pipes))

@@ -99,6 +99,7 @@ __all__ = [
     "NB201_TABLE_FILENAME",
     "PUBLISHED_NB201",
     "NB201ArchNotFoundError",
+    "NB201Reporter",
     "NB201Result",
     "NB201Table",
     "NB201TableError",
@@ -567,3 +568,37 @@ PUBLISHED_NB201: Mapping[str, PublishedNB201Result] = types.MappingProxyType(
         )
     }
 )
+
+
+class NB201Reporter:
+    """A search's epoch-end look-up of the found cell in a NAS-Bench-201 table.
+
+    ``report(genotype)`` gives the record's ``nb201`` entry (every field of the table's
+    record) and the line to print. Made by :meth:`for_space`, which refuses a supernet
+    of another space.
+    """
+
+    key = "nb201"
+
+    def __init__(self, table: NB201Table):
+        self.table = table
+
+    @classmethod
+    def for_space(cls, path: str | os.PathLike[str], space) -> NB201Reporter:
+        """The reporter of the table at ``path`` for the search space ``space``."""
+        if not issubclass(space.genotype_type, NB201Genotype):
+            raise ValueError(
+                f"SearchConfig.nb201_table is set, but the supernet searches the "
+                f"{space.space!r} space; the table scores cells of the NAS-Bench-201 space "
+                "only (SearchConfig.supernet = @nb201_supernet)"
+            )
+        return cls(NB201Table.load(path))
+
+    def report(self, genotype: NB201Genotype) -> tuple[dict[str, Any], str]:
+        """The look-up of ``genotype`` as a record entry, and the line to print."""
+        lookup = self.table.lookup(genotype).to_dict()
+        line = (
+            "NAS-Bench-201 look-up: CIFAR-10 test {cifar10_test:.2f}, CIFAR-100 test "
+            "{cifar100_test:.2f}, ImageNet16-120 test {imagenet16_test:.2f}".format(**lookup)
+        )
+        return lookup, line

@@ -37,7 +37,8 @@ import tensorflow as tf
 from absl import logging
 
 from il_tf import distribute, rundir
-from il_tf.learning.search import FREE_SETTINGS, SearchConfig, SearchError, run_search
+from il_tf.learning.search import SearchError, run_search
+from il_tf.learning.search_config import FREE_SETTINGS, SearchConfig
 from il_tf.spaces import genotypes as genotypes_lib
 from il_tf.spaces.darts_supernet import derive_darts_genotype
 from il_tf.spaces.drawing import DrawingUnavailable, draw_genotype

@@ -27,14 +27,13 @@ class SearchModel:
     heads: list[keras.layers.Layer]
     arch: Architecture
 
-    def encoder_weights(self) -> Tensors:
-        return [tf.identity(v.value) for v in self.encoder.trainable_variables]
-
-    def head_weights(self) -> list[Tensors]:
-        return [[tf.identity(v.value) for v in h.trainable_variables] for h in self.heads]
-
     def arch_tensors(self) -> Tensors:
+        """The architecture logits' current values, in ``arch.arch_variables`` order."""
         return [tf.identity(v.value) for v in self.arch.arch_variables]
+
+    def genotype(self):
+        """The cell the current architecture logits derive (the space's genotype type)."""
+        return self.encoder.derive(self.arch.numpy())
 
 
 def build_search_model(

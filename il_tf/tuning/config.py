@@ -35,7 +35,7 @@ import gin
 
 from il_tf.data.learners import Learner
 from il_tf.learning.engine import OptimizerSettings
-from il_tf.learning.search import SearchConfig
+from il_tf.learning.search_config import SearchConfig
 from il_tf.models.networks import NetworkConfig
 from il_tf.nb201_lookup import NB201_ACCURACY_FIELDS
 from il_tf.settings_checks import check_int

@@ -22,7 +22,7 @@ from typing import Any
 
 import keras_tuner
 
-from il_tf.learning.search import SearchConfig
+from il_tf.learning.search_config import SearchConfig
 from il_tf.spaces.genotypes import GENOTYPE_OPS, Genotype
 from il_tf.spaces.nb201_genotype import NB201_EDGES, NB201_OPS, NB201Genotype
 from il_tf.tuning.config import HyperparameterSpec, apply_hyperparameters

@@ -1,0 +1,69 @@
+"""A search's model and engine, built from its ``SearchConfig``: the one builder.
+
+The search (``il_tf/learning/search.py``) and the benchmarks build their engines here,
+so that what is measured is what a search runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from il_tf.learning.engine import SearchEngine
+from il_tf.learning.search_config import SearchConfig
+from il_tf.learning.search_model import SearchModel, build_search_model
+from il_tf.spaces.architecture import AuxSkipSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerShape:
+    """What the model needs of a learner: its name, classes, image shape and global batch.
+
+    A ``LearnerData`` has these attributes too, and may stand in for it.
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    batch_size: int
+
+
+def build_model(config: SearchConfig, learners: Sequence[LearnerShape]) -> SearchModel:
+    """The search model of ``config``: its supernet, one head per learner, α (float32)."""
+    return build_search_model(
+        config.supernet,
+        [d.num_classes for d in learners],
+        [d.image_shape for d in learners],
+        seed=config.seed,
+        head_names=[f"head_{d.name}" for d in learners],
+        mixed_precision=config.mixed_precision,
+        # α and β stay float32 whatever the layers compute in.
+        arch_dtype="float32",
+        aux_skip=AuxSkipSettings(),
+    )
+
+
+def build_engine(
+    config: SearchConfig,
+    learners: Sequence[LearnerShape],
+    strategy: tf.distribute.Strategy,
+    total_weight_steps: int,
+) -> SearchEngine:
+    """The search engine of ``config`` for these learners under ``strategy``.
+
+    ``total_weight_steps`` is the length of the weights' cosine schedule.
+    """
+    return SearchEngine(
+        strategy,
+        functools.partial(build_model, config, learners),
+        config.make_schedule(),
+        config.method,
+        float(config.proximity),
+        config.optimizers,
+        total_weight_steps=total_weight_steps,
+        jit_compile=config.jit_compile,
+        segmented_gradients=config.segmented_gradients,
+    )
