@@ -2,9 +2,12 @@
 
 TensorFlow's C++ runtime writes to file descriptor 2 while it loads and lists its
 devices. On a machine without a GPU it reports, at error level, that CUDA could not
-be initialized, which reads like a failure although nothing is wrong. The tools
-import TensorFlow through :func:`import_tensorflow`, which captures that phase's
-native output and re-emits every line except the known harmless ones.
+be initialized, which reads like a failure although nothing is wrong. The tools, and the
+packages of il_tf that need TensorFlow (``il_tf.learning``, ``il_tf.training``, ...),
+import it through :func:`import_tensorflow`, which captures that phase's native output
+and re-emits every line except the known harmless ones. The modules that need no
+TensorFlow (genotypes, drawings, the NAS-Bench-201 table, the cluster launcher) do not
+load it.
 """
 
 from __future__ import annotations
@@ -62,9 +65,16 @@ def harmless_lines_dropped() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def import_tensorflow():
-    """Imports TensorFlow and lists its devices with the harmless start-up lines dropped."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def import_tensorflow(min_log_level: str | None = "2"):
+    """Imports TensorFlow and lists its devices with the harmless start-up lines dropped.
+
+    ``min_log_level``: the default of ``TF_CPP_MIN_LOG_LEVEL`` (the tools' "2" shows
+    errors only); None leaves TensorFlow's own default (the library's import).
+    """
+    if "tensorflow" in sys.modules:  # loaded (and its lines printed) already
+        return sys.modules["tensorflow"]
+    if min_log_level is not None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", min_log_level)
     with harmless_lines_dropped():
         import tensorflow as tf
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,3 +32,26 @@ def test_a_tool_start_prints_no_cuda_error_but_keeps_other_native_lines():
     assert proc.returncode == 0, proc.stderr
     assert "cuInit" not in proc.stderr and "cuda_platform" not in proc.stderr
     assert "real problem" in proc.stderr
+
+
+def test_importing_the_library_prints_no_error_line():
+    # As in a notebook: no TF_CPP_MIN_LOG_LEVEL, the library imported, one op run.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = (
+        "import il_tf.learning.search\n"
+        "import tensorflow as tf\n"
+        "print(float(tf.reduce_sum(tf.ones(3))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3.0"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(("E0", "F0"))]
+    assert not errors, errors
+    assert "cuInit" not in proc.stderr

@@ -9,7 +9,12 @@
 See docs/tuning.md and tools/tune.py.
 """
 
-from il_tf.tuning.config import (
+# TensorFlow, loaded without its uninformative native start-up lines (il_tf/native_logs.py).
+from il_tf import native_logs as _native_logs
+
+_native_logs.import_tensorflow(min_log_level=None)
+
+from il_tf.tuning.config import (  # noqa: E402
     MODES,
     OBJECTIVES,
     ORACLES,
@@ -20,14 +25,14 @@ from il_tf.tuning.config import (
     apply_hyperparameters,
     parse_hyperparameters,
 )
-from il_tf.tuning.hypermodels import (
+from il_tf.tuning.hypermodels import (  # noqa: E402
     RandomDartsHyperModel,
     RandomNB201HyperModel,
     SearchHyperModel,
     darts_input_pairs,
     tuned_values,
 )
-from il_tf.tuning.tuner import (
+from il_tf.tuning.tuner import (  # noqa: E402
     SUMMARY_FILE,
     TRIAL_RECORD,
     ILTuner,
