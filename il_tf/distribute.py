@@ -160,9 +160,9 @@ class BatchStream:
 
     tf.data's autotuning is off for these iterators: its tuning thread does not wake up
     when the iterator is deleted, so deleting an iterator waited out the thread's current
-    tuning period (which doubles up to a minute). A finished search lingered about 30 s
-    after its last epoch (measured: 30.7 s after a 57 s search; 0.1 s without
-    autotuning). Without it, ``AUTOTUNE`` map parallelism is the number of CPU cores.
+    tuning period (which doubles up to a minute): a finished search lingered for tens of
+    seconds after its last epoch, and exits at once without autotuning. Without it,
+    ``AUTOTUNE`` map parallelism is the number of CPU cores.
     """
 
     def __init__(

@@ -8,8 +8,7 @@ dense kernels become the groups of one grouped convolution (dense on the shared
 input: one convolution with n·C_out filters), and the search batch norm (per
 channel, no affine parameters) of n edges is one batch norm over n·C channels.
 The values are those of the n separate ops; a cell's gradient graph has about a third
-fewer ops, and a compiled function's tracing time and memory grow with its op count
-(docs/benchmarks.md §9, §10).
+fewer ops, and a compiled function's tracing time and memory grow with its op count.
 
 Layout of a *wide* tensor: ``[B, H, W, n·C]``, edge m's channels at
 ``[m·C, (m+1)·C)``. A *shared* tensor ``[B, H, W, C]`` is one every edge has alike

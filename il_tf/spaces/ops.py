@@ -24,7 +24,8 @@ from tensorflow.python.ops import control_flow_util
 
 BN_EPSILON = 1e-5
 # The widest input (channels) of a grouped 1×1 convolution computed as one block-diagonal
-# matmul; wider ones run one matmul per group (docs/benchmarks.md §10).
+# matmul; wider ones run one matmul per group (a block-diagonal matrix of wide inputs
+# would multiply mostly zeros).
 MAX_BLOCK_DIAGONAL = 128
 # PyTorch's BatchNorm2d momentum 0.1 == Keras momentum 0.9.
 BN_MOMENTUM = 0.9
@@ -154,7 +155,7 @@ def convolve(
         # A 1×1 convolution is a matrix product over the channels. On small
         # feature maps the CPU's matmul kernel costs a fraction of the convolution
         # kernel (whose per-call overhead dominates there); on large ones they are
-        # equal (docs/benchmarks.md §6). A reshape, not a slice, of the kernel: its
+        # equal. A reshape, not a slice, of the kernel: its
         # gradient is one op.
         matrix = tf.reshape(kernel, kernel.shape[2:])
         rows = tf.reshape(x, [-1, c_x])
