@@ -200,17 +200,11 @@ class NB201SearchCell(_Container):
     ``call(x, weights, aux_skip=None)`` takes the op weights (softmax of α), shape
     ``(6, n_ops)``, rows in :data:`NB201_EDGES` order, and the auxiliary skip weight
     (:class:`NB201MixedOp`), and returns node 3. Edges out of node 0 map
-    ``c_in`` to ``c_out`` channels; the others keep ``c_out``.
+    ``c_in`` to ``c_out`` channels; the others keep ``c_out``. ``ops`` and ``activation``
+    are the supernet's (every edge's mixed op has them).
     """
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        ops: Sequence[str] = NB201_OPS,
-        activation: str = "relu",
-        **kwargs,
-    ):
+    def __init__(self, c_in: int, c_out: int, ops: Sequence[str], activation: str, **kwargs):
         super().__init__(**kwargs)
         self.c_in = c_in
         self.c_out = c_out

@@ -268,7 +268,7 @@ def test_reduction_block_on_odd_sizes(float64):
 @pytest.mark.parametrize("c_in", [C, 6], ids=["same_channels", "channel_change"])
 def test_cell_with_one_hot_weights_is_the_discrete_cell(float64, arch, c_in):
     genotype = NB201Genotype.from_arch_string(arch)
-    cell = NB201SearchCell(c_in, C)
+    cell = NB201SearchCell(c_in, C, NB201_OPS, "relu")
     x = _normal([2, 7, 7, c_in], 4, tf.float64)
     y = cell(x, tf.constant(_one_hot_alpha(genotype)))
     assert tuple(y.shape) == (2, 7, 7, C)
