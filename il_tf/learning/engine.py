@@ -1,6 +1,6 @@
 """The search engine: variables, optimizers and the compiled steps of one search iteration.
 
-One iteration (docs/design.md §1) is
+One iteration (docs/design.md, "Interleaving learning and one search iteration") is
 1. the architecture step: a hypergradient through the chain (a method of
    ``il_tf/learning/hypergradients.py`` over the compiled step functions of
    ``il_tf/learning/step_functions.py``), applied with Adam;
@@ -35,7 +35,7 @@ from il_tf.settings_checks import check_number
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class OptimizerSettings:
-    """Weight and architecture optimizers (DARTS search defaults, docs/design.md §6)."""
+    """Weight and architecture optimizers (DARTS search defaults, docs/design.md, "Reference settings")."""
 
     weight_lr: float = 0.025
     weight_lr_min: float = 0.001
@@ -163,9 +163,10 @@ class SearchEngine:
         jit_compile: bool = False,
         segmented_gradients: bool = False,
     ):
+        # An unknown method fails before anything is built.
+        self.method = hypergradients.get_method(method)
         self.strategy = strategy
         self.schedule = schedule
-        self.method = hypergradients.get_method(method)
         self.chain = ChainSettings(
             proximity=float(proximity),
             weight_decay=optimizers.weight_decay,

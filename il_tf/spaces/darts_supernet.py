@@ -629,10 +629,11 @@ class DartsSupernet(keras.layers.Layer):
       dropout_seed: salts the (deterministic) dropout masks.
       max_skip_normal: the skip-connect cap of :meth:`derive` (P-DARTS: 2); None = none.
       wide_edges: compute the edges that leave a state as one wide op per candidate
-        op (``il_tf/spaces/batched_ops.py``): the same values with a graph about a
-        third smaller, so tracing and the compiled functions' memory shrink; on CPUs
-        it is faster on small feature maps and slower on large ones
-        (docs/benchmarks.md §10). False (default): each edge by itself.
+        op (``il_tf/spaces/batched_ops.py``): the same values with a smaller graph, so
+        tracing and the compiled functions' memory shrink; on CPUs it is faster on
+        small feature maps and slower on large ones. False: each edge by itself.
+        None (default): each edge by itself, unless a search's plan chooses wide
+        edges (``il_tf/learning/plan.py``).
       cell_parts: how many segments (``il_tf/spaces/space.py``) each cell's body is
         cut into, at its states: the exact chain and segment-wise gradients then hold
         one part's second-order graph or activations at a time instead of a whole
@@ -659,7 +660,7 @@ class DartsSupernet(keras.layers.Layer):
         skip_dropout: float = 0.0,
         dropout_seed: int = 0,
         max_skip_normal: int | None = None,
-        wide_edges: bool = False,
+        wide_edges: bool | None = None,
         cell_parts: int = 1,
         **kwargs,
     ):
@@ -729,7 +730,7 @@ class DartsSupernet(keras.layers.Layer):
                     partial_channels=partial_channels,
                     skip_dropout=self.skip_dropout,
                     salt=i + 1,
-                    wide_edges=wide_edges,
+                    wide_edges=bool(wide_edges),
                     body_parts=cell_parts,
                 )
             )

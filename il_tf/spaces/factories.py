@@ -2,7 +2,9 @@
 
 Keras layers cannot be decorated with ``gin.configurable`` directly (gin's wrapper
 hides their constructor signature from Keras), so gin configures these factories:
-``SearchConfig.supernet = @darts_supernet`` and ``darts_supernet.channels = 16``.
+``SearchConfig.supernet = @darts_supernet`` and ``darts_supernet.channels = 16``. Each
+takes exactly its supernet's constructor parameters (by keyword), with the same
+defaults: the supernet classes document them.
 
 PC-DARTS is ``darts_supernet.partial_channels = 4`` (edge normalization follows);
 P-DARTS's per-stage settings (``num_cells``, per-edge ``ops``/``reduce_ops``,
@@ -12,88 +14,60 @@ P-DARTS's per-stage settings (``num_cells``, per-edge ``ops``/``reduce_ops``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable
 
 import gin
 import keras
 
 from il_tf.spaces.darts_supernet import DartsSupernet
-from il_tf.spaces.genotypes import DARTS_OPS
-from il_tf.spaces.nb201_genotype import NB201_OPS
 from il_tf.spaces.nb201_supernet import NB201Supernet
 
 
-@gin.configurable
-def darts_supernet(
-    channels: int = 16,
-    num_cells: int = 8,
-    steps: int = 4,
-    multiplier: int = 4,
-    stem_multiplier: int = 3,
-    ops: Sequence[str] | Sequence[Sequence[str]] = DARTS_OPS,
-    activation: str = "relu",
-    reduce_ops: Sequence[str] | Sequence[Sequence[str]] | None = None,
-    partial_channels: int = 1,
-    edge_normalization: bool | None = None,
-    skip_dropout: float = 0.0,
-    dropout_seed: int = 0,
-    max_skip_normal: int | None = None,
-    wide_edges: bool = False,
-    cell_parts: int = 1,
-) -> keras.layers.Layer:
-    """The DARTS search supernet (docs/design.md §5); defaults are the DARTS search settings.
+def _factory(layer: type[keras.layers.Layer], name: str, doc: str) -> Callable:
+    """A gin-configurable ``name(**settings)`` building ``layer(**settings)``.
 
-    ``partial_channels`` K (PC-DARTS: 4) sends 1/K of each edge's channels through
-    the mixed op; ``edge_normalization`` (None = on when K > 1) adds the β logits.
-    ``ops``/``reduce_ops`` take one op list or one list per edge; ``skip_dropout``
-    and ``max_skip_normal`` are P-DARTS's skip-connect dropout and cap.
-    ``wide_edges=True`` computes the edges that leave a state as one wide op per
-    candidate op (the same values, a smaller graph: see the supernet).
-    ``cell_parts`` cuts each cell's body into that many segments for the segment-wise
-    computations (less memory for the exact chain). See
-    :class:`~il_tf.spaces.darts_supernet.DartsSupernet`.
+    Its signature is the constructor's parameters, keyword-only (gin checks bindings
+    against it); an unknown setting is a TypeError naming it.
     """
+    parameters = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in list(inspect.signature(layer.__init__).parameters.values())[1:]
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    ]
+    signature = inspect.Signature(parameters, return_annotation=keras.layers.Layer)
 
-    def as_tuple(o):
-        if o is None or isinstance(o, str):
-            return o
-        return tuple(x if isinstance(x, str) else tuple(x) for x in o)
+    def factory(**settings) -> keras.layers.Layer:
+        signature.bind(**settings)
+        return layer(**settings)
 
-    return DartsSupernet(
-        channels=channels,
-        num_cells=num_cells,
-        steps=steps,
-        multiplier=multiplier,
-        stem_multiplier=stem_multiplier,
-        ops=as_tuple(ops),
-        activation=activation,
-        reduce_ops=as_tuple(reduce_ops),
-        partial_channels=partial_channels,
-        edge_normalization=edge_normalization,
-        skip_dropout=skip_dropout,
-        dropout_seed=dropout_seed,
-        max_skip_normal=max_skip_normal,
-        wide_edges=wide_edges,
-        cell_parts=cell_parts,
-    )
+    factory.__signature__ = signature
+    factory.__name__ = factory.__qualname__ = name
+    factory.__module__ = __name__
+    factory.__doc__ = doc
+    return gin.configurable(name)(factory)
 
 
-@gin.configurable
-def nb201_supernet(
-    channels: int = 16,
-    cells_per_stage: int = 5,
-    ops: Sequence[str] = NB201_OPS,
-    activation: str = "relu",
-    derivation: str = "argmax",
-) -> keras.layers.Layer:
-    """The NAS-Bench-201 search supernet (docs/design.md §5); defaults are the benchmark's skeleton.
+darts_supernet = _factory(
+    DartsSupernet,
+    "darts_supernet",
+    """The DARTS search supernet (docs/design.md, "Search spaces"); :class:`DartsSupernet`.
 
-    ``derivation``: ``argmax`` (``none`` a candidate) or ``exclude_none``.
-    """
-    return NB201Supernet(
-        channels=channels,
-        cells_per_stage=cells_per_stage,
-        ops=tuple(ops),
-        activation=activation,
-        derivation=derivation,
-    )
+    The defaults are the DARTS search settings. ``partial_channels`` K (PC-DARTS: 4)
+    sends 1/K of each edge's channels through the mixed op; ``ops``/``reduce_ops`` take
+    one op list or one list per edge; ``skip_dropout`` and ``max_skip_normal`` are
+    P-DARTS's skip-connect dropout and cap; ``wide_edges`` and ``cell_parts`` change how
+    the same values are computed (None for ``wide_edges``: the search's plan chooses,
+    ``il_tf/learning/plan.py``).
+    """,
+)
+
+nb201_supernet = _factory(
+    NB201Supernet,
+    "nb201_supernet",
+    """The NAS-Bench-201 search supernet (docs/design.md, "Search spaces"); :class:`NB201Supernet`.
+
+    The defaults are the benchmark's skeleton; ``derivation``: ``argmax`` (``none`` a
+    candidate) or ``exclude_none``.
+    """,
+)
