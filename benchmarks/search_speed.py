@@ -13,7 +13,11 @@ input pipeline is not timed.
 
 Configs (docs/design.md §7): S = batch 16, 5 cells, 8 channels, 32×32; M = batch 64, 8 cells,
 16 channels, 32×32. --learners=2 runs K=2 learners with R=2 rounds (S = 4 stages).
---nograph_optimizer turns TensorFlow's graph optimizer off (SearchConfig.graph_optimizer).
+Each case builds its engine as a search does (il_tf/learning/build.py), with the memory and
+compile plan a search of its method chooses (il_tf/learning/plan.py); --[no]graph_optimizer,
+--[no]constant_folding, --[no]segmented_gradients and --edges=single,wide set those parts
+instead (SearchConfig.graph_optimizer, ... and darts_supernet.wide_edges). Each case's
+JSON line gives the plan it ran with.
 --partial_channels=none,4 measures the plain DARTS supernet and the PC-DARTS one (1/4 of
 the channels through the mixed ops) in the same run, each against its own forward+backward.
 --profile adds, per case, where a timed step's wall time goes: each compiled function's
@@ -66,13 +70,13 @@ flags.DEFINE_list(
 )
 flags.DEFINE_bool(
     "graph_optimizer",
-    True,
-    "grappler on; --nograph_optimizer as SearchConfig.graph_optimizer=False",
+    None,
+    "grappler on or off (SearchConfig.graph_optimizer); unset: the search's plan",
 )
 flags.DEFINE_bool(
     "constant_folding",
-    True,
-    "grappler's constant folding; --noconstant_folding as SearchConfig.constant_folding=False",
+    None,
+    "grappler's constant folding (SearchConfig.constant_folding); unset: the search's plan",
 )
 flags.DEFINE_integer("batch", None, "override the configs' batch size (None: the config's)")
 flags.DEFINE_bool(
@@ -80,9 +84,9 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_list(
     "edges",
-    ["single"],
-    "'single' (each edge by itself, the default) and/or 'wide' (a cell's edges from one "
-    "state as one op per candidate op: darts_supernet.wide_edges=True)",
+    ["auto"],
+    "'auto' (the search's plan, the default), 'single' (each edge by itself) and/or 'wide' "
+    "(a cell's edges from one state as one op per candidate op: darts_supernet.wide_edges)",
 )
 flags.DEFINE_integer(
     "cell_parts",
@@ -92,8 +96,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_bool(
     "segmented_gradients",
-    False,
-    "every gradient one segment at a time, recomputing (SearchConfig.segmented_gradients)",
+    None,
+    "every gradient one segment at a time, recomputing (SearchConfig.segmented_gradients); "
+    "unset: the search's plan",
 )
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
@@ -236,17 +241,10 @@ def run_case(case: dict) -> dict:
 
     from il_tf.data.learners import Learner
     from il_tf.learning.build import LearnerShape, build_engine
-    from il_tf.learning.plan import grappler_options
+    from il_tf.learning.plan import choose_plan, grappler_options
     from il_tf.learning.search_config import SearchConfig
     from il_tf.spaces.factories import darts_supernet
 
-    # As the search sets them (SearchConfig.graph_optimizer, .constant_folding); the
-    # case has the process to itself, so nothing is restored.
-    options = grappler_options(
-        case.get("graph_optimizer", True), case.get("constant_folding", True)
-    )
-    if options:
-        tf.config.optimizer.set_experimental_options(options)
     cfg = CONFIGS[case["config"]]
     k = case["learners"]
     rounds = 2 if k > 1 else 1
@@ -254,7 +252,7 @@ def run_case(case: dict) -> dict:
     supernet_kwargs = {"channels": cfg["channels"], "num_cells": cfg["num_cells"]}
     if case.get("partial_channels"):
         supernet_kwargs["partial_channels"] = int(case["partial_channels"])
-    supernet_kwargs["wide_edges"] = case.get("edges") == "wide"
+    supernet_kwargs["wide_edges"] = {"wide": True, "single": False}.get(case.get("edges"))
     supernet_kwargs["cell_parts"] = case.get("cell_parts", 1)
     # The search's own config and builder; the learners' data is replaced by fixed
     # random batches of their shape.
@@ -265,12 +263,20 @@ def run_case(case: dict) -> dict:
         method=case["method"] if case["method"] != "forward_backward" else "first_order",
         rounds=rounds,
         jit_compile=case["xla"],
-        segmented_gradients=case.get("segmented_gradients", False),
+        graph_optimizer=case.get("graph_optimizer"),
+        constant_folding=case.get("constant_folding"),
+        segmented_gradients=case.get("segmented_gradients"),
         draw=False,
     )
     shapes = [LearnerShape(name, NUM_CLASSES, (size, size, 3), batch) for name in names]
+    plan = choose_plan(config, shapes)
+    # As the search sets them (Plan.graph_options); the case has the process to itself,
+    # so nothing is restored.
+    options = grappler_options(plan.graph_optimizer, plan.constant_folding)
+    if options:
+        tf.config.optimizer.set_experimental_options(options)
     strategy = tf.distribute.get_strategy()
-    engine = build_engine(config, shapes, strategy, total_weight_steps=1000)
+    engine = build_engine(config, shapes, strategy, total_weight_steps=1000, plan=plan)
     schedule = engine.schedule
     calls = CallTimes() if case.get("profile") else None
     if calls:
@@ -332,6 +338,7 @@ def run_case(case: dict) -> dict:
         **case,
         "rounds": rounds,
         "batch": batch,
+        "plan": plan.record(),
         "median_ms": round(statistics.median(times), 1),
         "min_ms": round(min(times), 1),
         "max_ms": round(max(times), 1),
@@ -389,8 +396,8 @@ def main(argv):
         raise app.UsageError(
             f"--partial_channels={FLAGS.partial_channels}: 'none' or integers >= 1 allowed"
         )
-    if not FLAGS.edges or any(e not in ("wide", "single") for e in FLAGS.edges):
-        raise app.UsageError(f"--edges={FLAGS.edges}: 'wide' and/or 'single' allowed")
+    if not FLAGS.edges or any(e not in ("auto", "wide", "single") for e in FLAGS.edges):
+        raise app.UsageError(f"--edges={FLAGS.edges}: 'auto', 'wide' and/or 'single' allowed")
     if not 1 <= FLAGS.cell_parts <= 5:
         raise app.UsageError(f"--cell_parts={FLAGS.cell_parts}: 1 to 5 (steps + 1) allowed")
     machine = {

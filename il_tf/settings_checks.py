@@ -91,10 +91,17 @@ def _range(minimum: float, maximum: float, above_minimum: bool, below_maximum: b
     return f"a number in {left}{minimum:g}, {maximum:g}{right}"
 
 
-def check_bool(owner: str, field: str, value: Any) -> None:
-    """True or False (not a string such as 'no')."""
+def check_bool(owner: str, field: str, value: Any, optional: bool = False, note: str = "") -> None:
+    """True or False (not a string such as 'no'); None too when ``optional``.
+
+    ``note`` is appended to the requirement, e.g. ``" (None: chosen by the search)"``.
+    """
+    if optional and value is None:
+        return
     if not isinstance(value, bool):
-        raise invalid(owner, field, "True or False", value)
+        raise invalid(
+            owner, field, ("True, False or None" if optional else "True or False") + note, value
+        )
 
 
 def check_choice(owner: str, field: str, value: Any, allowed: Collection[Any]) -> None:

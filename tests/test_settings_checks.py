@@ -43,5 +43,8 @@ def test_other_checks():
         check_int("X", "n", 0, minimum=1)
     with pytest.raises(ValueError, match=r"X.b must be True or False, got 'no'"):
         check_bool("X", "b", "no")
+    check_bool("X", "b", None, optional=True)
+    with pytest.raises(ValueError, match=r"X.b must be True, False or None \(auto\), got 1"):
+        check_bool("X", "b", 1, optional=True, note=" (auto)")
     with pytest.raises(ValueError, match=r"X.c must be one of \['a', 'b'\], got 'z'"):
         check_choice("X", "c", "z", ("a", "b"))

@@ -1,7 +1,10 @@
-"""A search's model and engine, built from its ``SearchConfig``: the one builder.
+"""A search's model and engine, built from its ``SearchConfig`` and plan: the one builder.
 
 The search (``il_tf/learning/search.py``) and the benchmarks build their engines here,
-so that what is measured is what a search runs.
+so that what is measured is what a search runs. The memory and compile plan
+(``il_tf/learning/plan.py``) sets the engine's segment-wise gradients and the supernet's
+wide edges; its graph options are set around the steps by the caller
+(``Plan.graph_options``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from il_tf.learning.engine import SearchEngine
+from il_tf.learning.plan import Plan, choose_plan
 from il_tf.learning.search_config import SearchConfig
 from il_tf.learning.search_model import SearchModel, build_search_model
 from il_tf.spaces.architecture import AuxSkipSettings
@@ -31,10 +35,10 @@ class LearnerShape:
     batch_size: int
 
 
-def build_model(config: SearchConfig, learners: Sequence[LearnerShape]) -> SearchModel:
+def build_model(config: SearchConfig, learners: Sequence[LearnerShape], plan: Plan) -> SearchModel:
     """The search model of ``config``: its supernet, one head per learner, α (float32)."""
     return build_search_model(
-        config.supernet,
+        plan.supernet(config),
         [d.num_classes for d in learners],
         [d.image_shape for d in learners],
         seed=config.seed,
@@ -51,19 +55,22 @@ def build_engine(
     learners: Sequence[LearnerShape],
     strategy: tf.distribute.Strategy,
     total_weight_steps: int,
+    plan: Plan | None = None,
 ) -> SearchEngine:
     """The search engine of ``config`` for these learners under ``strategy``.
 
-    ``total_weight_steps`` is the length of the weights' cosine schedule.
+    ``total_weight_steps`` is the length of the weights' cosine schedule; ``plan`` the
+    memory and compile plan (default: ``choose_plan(config, learners)``).
     """
+    plan = plan or choose_plan(config, learners)
     return SearchEngine(
         strategy,
-        functools.partial(build_model, config, learners),
+        functools.partial(build_model, config, learners, plan),
         config.make_schedule(),
         config.method,
         float(config.proximity),
         config.optimizers,
         total_weight_steps=total_weight_steps,
         jit_compile=config.jit_compile,
-        segmented_gradients=config.segmented_gradients,
+        segmented_gradients=plan.segmented_gradients,
     )

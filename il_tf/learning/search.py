@@ -4,7 +4,8 @@
 resumes from the workdir's last checkpoint when there is one, runs the epochs, and keeps
 the workdir current: ``genotype.json`` and cell drawings after every epoch, TensorBoard
 summaries, ``metrics.jsonl``, checkpoints. Its parts: the settings
-(``il_tf/learning/search_config.py``), the engine's builder (``il_tf/learning/build.py``),
+(``il_tf/learning/search_config.py``), the memory and compile plan
+(``il_tf/learning/plan.py``), the engine's builder (``il_tf/learning/build.py``),
 the checkpointed state (``il_tf/learning/run_state.py``) and what the user sees
 (``il_tf/learning/reporting.py``).
 """
@@ -24,7 +25,7 @@ from il_tf.data.learners import LearnerData, build_learner_data
 from il_tf.learning import reporting
 from il_tf.learning.build import build_engine
 from il_tf.learning.engine import NonFiniteLossError
-from il_tf.learning.plan import graph_options
+from il_tf.learning.plan import choose_plan
 from il_tf.learning.run_state import RunState, SearchError, SearchInputs
 from il_tf.learning.search_config import (
     EXTENDABLE_SETTINGS,
@@ -93,8 +94,9 @@ class _Run:
         _check_batches(self.datas, strategy.num_replicas_in_sync)
         self.ipe = iterations_per_epoch(config, self.schedule, self.datas)
         self.total_iterations = config.epochs * self.ipe
+        self.plan = choose_plan(config, self.datas, space)
         self.engine = build_engine(
-            config, self.datas, strategy, self.total_iterations * self.schedule.num_steps
+            config, self.datas, strategy, self.total_iterations * self.schedule.num_steps, self.plan
         )
         self.model = self.engine.model
         self.state = RunState(self.engine, self.names, self.schedule, config.seed, self.ipe)
@@ -110,7 +112,7 @@ class _Run:
         """
         encoder = self.model.encoder
         self.run_dir.check(
-            run_settings(self.config, encoder, self.ipe, self.datas),
+            run_settings(self.config, encoder, self.ipe, self.datas, self.plan.record()),
             free=FREE_SETTINGS,
             extendable=EXTENDABLE_SETTINGS,
             extend=self.extend,
@@ -123,6 +125,7 @@ class _Run:
         if self.on_begin is not None:
             self.on_begin()
         self.run_dir.begin(self.config_text)
+        print(self.plan.describe(), flush=True)
         self.state.open(self.run_dir.scratch("checkpoints"), self.config.keep_checkpoints)
         if self.run_dir.chief:
             self.reporter.open(self.workdir, it)
@@ -221,7 +224,7 @@ def run_search(
     started = time.time()
     with rundir.RunDir(workdir, KIND) as run_dir:
         run = _Run(config, run_dir, strategy, extend, config_text, on_begin)
-        with graph_options(config.graph_optimizer, config.constant_folding):
+        with run.plan.graph_options():
             result = run.run(stop_after)
         distribute.sync_workers(strategy)
     if result.genotype_path is not None:

@@ -33,10 +33,13 @@ FREE_SETTINGS = (
     "draw",
     "nb201_table",
     "jit_compile",
+    # The memory and compile plan (il_tf/learning/plan.py): the same values (to
+    # rounding), computed another way.
     "graph_optimizer",
     "constant_folding",
-    # The same gradients (to rounding), computed one segment at a time.
     "segmented_gradients",
+    "supernet.arguments.wide_edges",
+    "plan",
 )
 # Settings a restarted search may raise when asked to (``extend``, tools/search.py --extend).
 EXTENDABLE_SETTINGS = ("epochs",)
@@ -75,7 +78,8 @@ class SearchConfig:
       jit_compile: compile the steps with XLA.
       graph_optimizer: run TensorFlow's graph optimizer (grappler) on the step
         functions. False turns it off while the search runs: long unrolled chains
-        then start far sooner, at the cost of more memory.
+        then start far sooner, at the cost of more memory. None (default): the
+        search's plan chooses (``il_tf/learning/plan.py``), as for the next two.
       constant_folding: let the graph optimizer fold constants. False keeps it from
         storing activation-sized constant tensors in the compiled second-order
         functions of the exact chain, which lowers its peak memory.
@@ -107,9 +111,9 @@ class SearchConfig:
     draw: bool = True
     nb201_table: str | None = None
     jit_compile: bool = False
-    graph_optimizer: bool = True
-    constant_folding: bool = True
-    segmented_gradients: bool = False
+    graph_optimizer: bool | None = None
+    constant_folding: bool | None = None
+    segmented_gradients: bool | None = None
     mixed_precision: str | None = None
 
     def __post_init__(self):
@@ -149,14 +153,10 @@ class SearchConfig:
                 raise ValueError(
                     f"SearchConfig.order {list(self.order)} must list each learner name once: {names}"
                 )
-        for name in (
-            "jit_compile",
-            "graph_optimizer",
-            "constant_folding",
-            "segmented_gradients",
-            "draw",
-        ):
+        for name in ("jit_compile", "draw"):
             check_bool(OWNER, name, getattr(self, name))
+        for name in ("graph_optimizer", "constant_folding", "segmented_gradients"):
+            check_bool(OWNER, name, getattr(self, name), True, " (None: the search's plan)")
         if self.mixed_precision not in (None, "mixed_bfloat16"):
             raise invalid(
                 OWNER,
@@ -210,7 +210,7 @@ class SearchConfig:
         """
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         record["learners"] = [_learner_settings(lr) for lr in self.learners]
-        record["supernet"] = _factory_settings(self.supernet)
+        record["supernet"] = factory_settings(self.supernet)
         record["optimizers"] = dataclasses.asdict(self.optimizers)
         record["beta_decay"] = dataclasses.asdict(BetaDecaySettings())
         aux_skip = AuxSkipSettings()
@@ -238,7 +238,7 @@ def _learner_settings(learner: Learner) -> dict:
     return _plain(record)
 
 
-def _factory_settings(factory) -> dict:
+def factory_settings(factory) -> dict:
     """A supernet factory's name and arguments: ``functools.partial`` keywords over its
     gin bindings."""
     keywords: dict = {}
@@ -255,12 +255,17 @@ def _factory_settings(factory) -> dict:
     }
 
 
-def run_settings(config: SearchConfig, encoder, iterations_per_epoch: int, datas) -> dict:
-    """A run's settings for ``run.json``: the config's, the supernet's shapes, the data sizes.
+def run_settings(
+    config: SearchConfig, encoder, iterations_per_epoch: int, datas, plan: dict
+) -> dict:
+    """A run's settings for ``run.json``: the config's, the supernet's shapes, the data
+    sizes and the memory and compile plan.
 
-    ``encoder`` is the built supernet, ``datas`` the learners' ``LearnerData``.
+    ``encoder`` is the built supernet, ``datas`` the learners' ``LearnerData``, ``plan``
+    the plan's record (``Plan.record()``).
     """
     settings = config.settings()
+    settings["plan"] = dict(plan)
     settings["supernet"].update(
         weights=[list(v.shape) for v in encoder.weights],
         arch={k: list(v) for k, v in encoder.arch_shapes().items()},

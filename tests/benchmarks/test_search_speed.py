@@ -85,7 +85,7 @@ def test_a_first_call_reports_its_tracing_apart_and_its_graph(bench):
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--edges=bogus", "--edges=['bogus']: 'wide' and/or 'single' allowed"),
+        ("--edges=bogus", "--edges=['bogus']: 'auto', 'wide' and/or 'single' allowed"),
         ("--cell_parts=6", "--cell_parts=6: 1 to 5 (steps + 1) allowed"),
     ],
 )

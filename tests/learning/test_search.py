@@ -180,15 +180,13 @@ def test_nan_stops_with_learner_and_iteration_and_keeps_checkpoint(tmp_path, mon
         ({"learners": ()}, "SearchConfig.learners is empty"),
         ({"learners": ("cifar10",)}, "entries must be Learner(...)"),
         ({"order": ["low"]}, "must list each learner name once"),
-        ({"graph_optimizer": "no"}, "SearchConfig.graph_optimizer must be True or False, got 'no'"),
         (
-            {"constant_folding": 0},
-            "SearchConfig.constant_folding must be True or False, got 0",
+            {"graph_optimizer": "no"},
+            "SearchConfig.graph_optimizer must be True, False or None (None: the search's "
+            "plan), got 'no'",
         ),
-        (
-            {"segmented_gradients": 1},
-            "SearchConfig.segmented_gradients must be True or False, got 1",
-        ),
+        ({"constant_folding": 0}, "SearchConfig.constant_folding must be True, False or None"),
+        ({"segmented_gradients": 1}, "SearchConfig.segmented_gradients must be True, False or"),
         (
             {"nb201_table": "/nonexistent.json.gz"},
             "nb201_table '/nonexistent.json.gz' is not a file",
@@ -385,3 +383,27 @@ def test_search_with_segmented_gradients_computes_the_same(tmp_path):
     assert settings["segmented_gradients"] is True
     for name in meta_whole["alpha"]:
         np.testing.assert_allclose(meta_seg["alpha"][name], meta_whole["alpha"][name], atol=1e-5)
+
+
+def test_a_search_prints_and_records_its_plan(tmp_path, capsys):
+    config = tiny_config(method="first_order", epochs=1, iterations_per_epoch=1)
+    run_search(config, tmp_path)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("plan: "))
+    # Tiny feature maps: wide edges on a CPU; the rest TensorFlow's defaults.
+    assert "graph optimizer on (auto)" in line and "gradients whole-network (auto)" in line
+    plan = json.loads((tmp_path / "run.json").read_text())["settings"]["plan"]
+    assert plan["graph_optimizer"] is True and plan["segmented_gradients"] is False
+    assert set(plan["chosen"]) >= {"graph_optimizer", "constant_folding", "segmented_gradients"}
+
+
+def test_a_workdir_written_before_the_plan_resumes(tmp_path):
+    # The settings as a search recorded them before they were chosen by the plan.
+    before = dict(graph_optimizer=True, constant_folding=True, segmented_gradients=False)
+    config = tiny_config(method="first_order", epochs=1, iterations_per_epoch=2)
+    run_search(dataclasses.replace(config, **before), tmp_path, stop_after=1)
+    result = run_search(config, tmp_path)
+    assert result.genotype_path is not None
+    record = json.loads((tmp_path / "run.json").read_text())
+    changed = record["starts"][-1]["changed"]
+    assert changed["graph_optimizer"] == [True, None]
+    assert changed["segmented_gradients"] == [False, None]
