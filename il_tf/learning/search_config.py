@@ -53,10 +53,11 @@ class SearchConfig:
     Attributes:
       learners: the learners (K ≥ 1); each has its own data and head.
       supernet: a factory of the searchable encoder (``@darts_supernet``, ...).
-      method: hypergradient method (README's "Hypergradient methods"):
-        ``chain_finite_difference`` (the default: through the whole chain,
-        finite-difference Hessian-vector products), ``chain_exact``, ``unrolled``,
-        ``per_learner_finite_difference`` or ``first_order``.
+      method: the hypergradient method, a name in ``il_tf.learning.hypergradients.METHODS``
+        (what each computes and costs): ``chain_finite_difference`` (the default:
+        through the whole chain, finite-difference Hessian-vector products),
+        ``chain_exact``, ``unrolled``, ``per_learner_finite_difference`` or
+        ``first_order``.
       schedule: ``interleaved`` (the method), ``blocked`` or ``joint`` (ablations).
       rounds: R, how often each learner trains the encoder per iteration.
       steps_per_stage: T, one-step updates per stage.

@@ -17,6 +17,9 @@ Hyperparameters of the search are given as a gin dict, one entry per setting::
         'seed': 0,                                                     # fixed
     }
 
+The methods a ``method`` choice may name are ``il_tf.learning.hypergradients.METHODS``;
+every value of a choice is checked, as the search checks it, before the first trial.
+
 A list is a ``Choice``; a dict with ``min``/``max`` is an ``Int`` (both ints) or ``Float``
 range (optional ``step``, ``sampling`` = linear/log/reverse_log, ``default``); a dict with
 ``values`` is a ``Choice`` (optional ``default``, ``ordered``); anything else is ``Fixed``.
