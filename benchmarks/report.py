@@ -21,8 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: What the measured code is made of: edits elsewhere (the docs) do not change a figure.
+CODE = ("il_tf", "benchmarks", "tools", "gin_configs", "setup.cfg", "pyproject.toml")
+
+
 def _commit() -> str:
-    """The repository's short commit, with "+changes" when the tree differs from it."""
+    """The repository's short commit, with "+changes" when the code differs from it."""
 
     def git(*args: str) -> str:
         proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
@@ -31,7 +35,7 @@ def _commit() -> str:
     commit = git("rev-parse", "--short", "HEAD")
     if not commit:
         return "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return commit + ("+changes" if git("status", "--porcelain", "--", *CODE) else "")
 
 
 def _memory_gb() -> float | None:
