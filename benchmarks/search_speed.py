@@ -2,15 +2,15 @@ r"""Times the search: forward+backward of the supernet and one search iteration 
 
     python benchmarks/search_speed.py --configs=S,M --methods=all --xla=off,on --learners=1,2
 
-Prints one JSON line per case (--json=PATH also writes them to a file, --markdown=PATH
-the table of docs/benchmarks.md, captioned with the date, machine and commit): the first step's seconds (tracing and compiling, apart
+Prints one JSON line per case: the first step's seconds (tracing and compiling, apart
 from the steady state), median/min/max milliseconds per step over --steps timed steps
 after --warmup untimed ones, the peak resident memory of the process that ran the case,
 and, per method, the ratio of its median over the median of one forward+backward pass of
 the same supernet measured in the same run (``passes``), next to the passes the method
-is expected to cost (``expected_passes``, README "Hypergradient methods"). Each case runs in
+is expected to cost (``expected_passes``, README "Choosing a hypergradient method"). Each case runs in
 its own process, so peak memory is that case's own. Inputs are fixed random tensors: the
-input pipeline is not timed.
+input pipeline is not timed. --json=PATH also writes the lines to a file, --markdown=PATH
+the table of docs/benchmarks.md, captioned with the date, machine and commit.
 
 Configs (docs/design.md §7): S = batch 16, 5 cells, 8 channels, 32×32; M = batch 64, 8 cells,
 16 channels, 32×32. --learners=2 runs K=2 learners with R=2 rounds (S = 4 stages).
@@ -365,7 +365,7 @@ def run_case(case: dict) -> dict:
 
 
 def expected_passes(method: str, schedule) -> int | None:
-    """Forward+backward passes of one iteration (README "Hypergradient methods")."""
+    """Forward+backward passes of one iteration (README "Choosing a hypergradient method")."""
     k, n = schedule.num_learners, schedule.num_steps  # n = S·T, also the weight steps
     return {
         "forward_backward": 1,
