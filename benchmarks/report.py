@@ -78,7 +78,10 @@ def command_line() -> str:
 def caption(info: dict, command: str) -> str:
     """One line: when, on what, with which code, by which command."""
     memory = f", {info['memory_gb']:g} GB" if info.get("memory_gb") else ""
-    load = f" (load average {info['load']:g} at the start)" if info.get("load") is not None else ""
+    load = ""
+    if info.get("load") is not None:
+        end = info.get("load_end", info["load"])
+        load = f" (load average {info['load']:g} at the start, {end:g} at the end)"
     return (
         f"Measured {info['date']} on {info['machine']}, {info['cpus']} CPUs{memory}{load}, "
         f"TensorFlow {info['tensorflow']}, commit {info['commit']}: `{command}`"
@@ -105,6 +108,8 @@ def write(
 
     Called after every record, so an interrupted run keeps what it measured.
     """
+    if hasattr(os, "getloadavg"):
+        info = {**info, "load_end": round(os.getloadavg()[0], 1)}
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         document = {**info, "command": command, "records": records}

@@ -44,7 +44,9 @@ MARKDOWN = flags.DEFINE_string("markdown", None, "also write the captioned Markd
 
 
 def measure(jit_compile: bool) -> dict:
-    import tensorflow as tf
+    from il_tf.native_logs import import_tensorflow
+
+    tf = import_tensorflow()
 
     from il_tf.models.networks import NetworkConfig
     from il_tf.spaces.genotypes import load_genotype
@@ -141,8 +143,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(
             f"--steps and --warmup must be >= 1, got {STEPS.value}, {WARMUP.value}"
         )
-    import tensorflow as tf
+    from il_tf.native_logs import import_tensorflow
 
+    # As the tools do: TensorFlow's uninformative start-up lines (no CUDA here) dropped.
+    tf = import_tensorflow()
     tf.get_logger().setLevel("WARNING")
     settings = {"both": [False, True], "on": [True], "off": [False]}[JIT.value]
     info, command, records = report.machine(), report.command_line(), []
