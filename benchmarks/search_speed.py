@@ -7,9 +7,10 @@ from the steady state), median/min/max milliseconds per step over --steps timed 
 after --warmup untimed ones, the peak resident memory of the process that ran the case,
 and, per method, the ratio of its median over the median of one forward+backward pass of
 the same supernet measured in the same run (``passes``), next to the passes the method
-is expected to cost (``expected_passes``, README "Hypergradient methods"). Each case runs in
+is expected to cost (``expected_passes``, README "Choosing a hypergradient method"). Each case runs in
 its own process, so peak memory is that case's own. Inputs are fixed random tensors: the
-input pipeline is not timed.
+input pipeline is not timed. --json=PATH also writes the lines to a file, --markdown=PATH
+the table of docs/benchmarks.md, captioned with the date, machine and commit.
 
 Configs (docs/design.md §7): S = batch 16, 5 cells, 8 channels, 32×32; M = batch 64, 8 cells,
 16 channels, 32×32. --learners=2 runs K=2 learners with R=2 rounds (S = 4 stages).
@@ -43,11 +44,15 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Run as a script: the repository root holds the `benchmarks` package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks import report  # noqa: E402
 from il_tf.learning import hypergradients  # noqa: E402
 
 CONFIGS = {
@@ -63,7 +68,7 @@ flags.DEFINE_list("configs", ["S"], f"configs to run: {sorted(CONFIGS)}")
 flags.DEFINE_list("methods", ["all"], f"'all' or some of {list(METHODS)}")
 flags.DEFINE_list("xla", ["off"], "'off', 'on' or both (jit_compile)")
 flags.DEFINE_list("learners", ["1"], "1 (K=1, R=1: DARTS) and/or 2 (K=2, R=2)")
-flags.DEFINE_integer("steps", 10, "timed steps per case (>= 10 for the README table)")
+flags.DEFINE_integer("steps", 10, "timed steps per case")
 flags.DEFINE_integer("warmup", 2, "untimed steps before timing (the first one is reported)")
 flags.DEFINE_list(
     "partial_channels", ["none"], "'none' (plain DARTS) and/or PC-DARTS partial-channel K values"
@@ -100,6 +105,8 @@ flags.DEFINE_bool(
     "every gradient one segment at a time, recomputing (SearchConfig.segmented_gradients); "
     "unset: the search's plan",
 )
+flags.DEFINE_string("json", None, "also write the cases' records (and the machine) to this file")
+flags.DEFINE_string("markdown", None, "also write the captioned Markdown table to this file")
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
@@ -362,6 +369,41 @@ def expected_passes(method: str, schedule) -> int | None:
     )
 
 
+def markdown(results: list[dict]) -> str:
+    """The table of docs/benchmarks.md: one row per case."""
+    rows = []
+    for r in results:
+        head = [r["config"], f"{r['learners']}, {2 if r['learners'] > 1 else 1}", r["method"]]
+        if "error" in r:
+            rows.append(head + [f"failed: {r['error']}", "", "", "", ""])
+            continue
+        passes = "1 (base)" if r["method"] == "forward_backward" else "–"
+        if "passes" in r:
+            passes = f"{r['passes']:.2f} ({r['passes_cpu']:.2f})"
+        expected = r.get("expected_passes")
+        rows.append(
+            head
+            + [
+                f"{r['first_step_s']:.1f}",
+                f"{r['median_ms']:.0f} ({r['min_ms']:.0f}–{r['max_ms']:.0f})",
+                passes,
+                "–" if expected is None else expected,
+                r["peak_rss_mb"],
+            ]
+        )
+    header = [
+        "config",
+        "K, R",
+        "method",
+        "first step s",
+        "step ms, median (min–max)",
+        "passes (CPU)",
+        "expected passes",
+        "peak RSS MB",
+    ]
+    return report.markdown_table(header, rows, right=5)
+
+
 def case_error(proc: subprocess.CompletedProcess) -> str:
     """Why a case's process failed: the signal that killed it, or its last error line."""
     if proc.returncode < 0:
@@ -406,6 +448,7 @@ def main(argv):
         "platform": sys.platform,
     }
     print(json.dumps({"machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    info, command, results = report.machine(), report.command_line(), []
     for config, pc, xla, edges in itertools.product(FLAGS.configs, partial, FLAGS.xla, FLAGS.edges):
         # One forward+backward baseline per supernet and XLA setting, then each method and K.
         base = None
@@ -447,6 +490,8 @@ def main(argv):
                     result["passes"] = round(result["median_ms"] / base["median_ms"], 2)
                     result["passes_cpu"] = round(result["median_cpu_ms"] / base["median_cpu_ms"], 2)
             print(json.dumps(result), flush=True)
+            results.append(result)
+            report.write(FLAGS.json, FLAGS.markdown, info, command, results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Times the full training step of tools/train.py (forward with auxiliary head and 
 backward, all-reduce, global-norm clipping, SGD update) on one fixed batch of random images
 kept on the device, so the input pipeline is not measured. Each setting prints one JSON line:
 images/s is the median over --steps timed steps after --warmup untimed ones (the first of
-which traces, and with XLA compiles).
+which traces, and with XLA compiles). --json=PATH also writes the lines to a file,
+--markdown=PATH the table of docs/benchmarks.md, captioned with the date, machine and commit.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Run as a script: the repository root holds the `benchmarks` package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
+
+from benchmarks import report  # noqa: E402
 
 GENOTYPE = flags.DEFINE_string("genotype", "DARTS_V2", "genotype file or published name")
 CHANNELS = flags.DEFINE_integer("channels", 36, "initial channels")
@@ -32,10 +39,14 @@ STEPS = flags.DEFINE_integer("steps", 10, "timed steps (>= 1)")
 WARMUP = flags.DEFINE_integer("warmup", 2, "untimed steps first (>= 1: tracing, compiling)")
 JIT = flags.DEFINE_enum("jit", "both", ["both", "on", "off"], "XLA settings to measure")
 MIXED = flags.DEFINE_string("mixed_precision", None, "None, mixed_float16 or mixed_bfloat16")
+JSON = flags.DEFINE_string("json", None, "also write the records (and the machine) to this file")
+MARKDOWN = flags.DEFINE_string("markdown", None, "also write the captioned Markdown table here")
 
 
 def measure(jit_compile: bool) -> dict:
-    import tensorflow as tf
+    from il_tf.native_logs import import_tensorflow
+
+    tf = import_tensorflow()
 
     from il_tf.models.networks import NetworkConfig
     from il_tf.spaces.genotypes import load_genotype
@@ -69,15 +80,21 @@ def measure(jit_compile: bool) -> dict:
         )
     )
 
+    cpu: list[float] = []
+
     def step(i: int) -> float:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = trainer.train_step(batch, tf.constant([0, i], tf.int64))
         float(out["loss_sum"])  # waits for the step to finish
+        # CPU time of all the process's threads: other jobs on the machine inflate it
+        # less than the wall time.
+        cpu.append(time.process_time() - start_cpu)
         return time.perf_counter() - start
 
     warmup = [step(i) for i in range(WARMUP.value)]
     timed = [step(WARMUP.value + i) for i in range(STEPS.value)]
     median = statistics.median(timed)
+    median_cpu = statistics.median(cpu[WARMUP.value :])
     return {
         "genotype": GENOTYPE.value,
         "kind": KIND.value,
@@ -92,6 +109,7 @@ def measure(jit_compile: bool) -> dict:
         "step_seconds_median": round(median, 4),
         "step_seconds_min": round(min(timed), 4),
         "step_seconds_max": round(max(timed), 4),
+        "step_cpu_seconds_median": round(median_cpu, 4),
         "timed_steps": len(timed),
         "first_step_seconds": round(warmup[0], 2),
         "build_seconds": round(build_seconds, 2),
@@ -102,6 +120,37 @@ def measure(jit_compile: bool) -> dict:
     }
 
 
+def markdown(records: list[dict]) -> str:
+    """The table of docs/benchmarks.md: one row per XLA setting."""
+    rows = []
+    for r in records:
+        xla = "on" if r["jit_compile"] else "off"
+        if "error" in r:
+            rows.append([xla, f"failed: {r['error']}", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                xla,
+                f"{r['genotype']}, {r['layers']} cells, {r['channels']} channels, "
+                f"batch {r['batch']}, {r['image_size']}×{r['image_size']}, {r['device']}",
+                r["images_per_second"],
+                f"{r['step_seconds_median']:.2f} ({r['step_seconds_min']:.2f}–"
+                f"{r['step_seconds_max']:.2f})",
+                f"{r['step_cpu_seconds_median']:.2f}",
+                r["first_step_seconds"],
+            ]
+        )
+    header = [
+        "XLA",
+        "network",
+        "images/s",
+        "s per step, median (min–max)",
+        "CPU s per step",
+        "first step s",
+    ]
+    return report.markdown_table(header, rows, right=4)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -109,16 +158,21 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(
             f"--steps and --warmup must be >= 1, got {STEPS.value}, {WARMUP.value}"
         )
-    import tensorflow as tf
+    from il_tf.native_logs import import_tensorflow
 
+    # As the tools do: TensorFlow's uninformative start-up lines (no CUDA here) dropped.
+    tf = import_tensorflow()
     tf.get_logger().setLevel("WARNING")
     settings = {"both": [False, True], "on": [True], "off": [False]}[JIT.value]
+    info, command, records = report.machine(), report.command_line(), []
     for jit_compile in settings:
         try:
             record = measure(jit_compile)
         except Exception as e:  # report a setting that cannot run (e.g. an op XLA lacks)
             record = {"jit_compile": jit_compile, "error": f"{type(e).__name__}: {e}"[:500]}
         print(json.dumps(record), flush=True)
+        records.append(record)
+        report.write(JSON.value, MARKDOWN.value, info, command, records, markdown(records))
 
 
 if __name__ == "__main__":

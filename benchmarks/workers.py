@@ -19,7 +19,9 @@ default hypergradient method (K=2, R=1, T=1). Each worker prints one JSON line:
   (first_iteration_s: the first, with tracing).
 
 All W workers share this machine's cores, so the step time of W workers here says what
-the coordination costs, not what W machines would gain.
+the coordination costs, not what W machines would gain. --json=PATH also writes the lines
+to a file, --markdown=PATH the table of docs/benchmarks.md, captioned with the date,
+machine and commit.
 """
 
 from __future__ import annotations
@@ -31,10 +33,15 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Run as a script: the repository root holds the `benchmarks` package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
+
+from benchmarks import report  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workers", ["1", "2"], "worker counts to measure, one cluster each")
@@ -49,6 +56,8 @@ flags.DEFINE_string(
     ),
     "an image folder ROOT/{train,test}/<class>/*.jpg with 10 classes",
 )
+flags.DEFINE_string("json", None, "also write the workers' records (and the machine) here")
+flags.DEFINE_string("markdown", None, "also write the captioned Markdown table to this file")
 flags.DEFINE_bool("worker", False, "internal: run as one worker of the cluster")
 
 SIZE, CHANNELS, CELLS = 32, 8, 5
@@ -152,6 +161,31 @@ def run_worker() -> dict:
     }
 
 
+def markdown(records: list[dict]) -> str:
+    """The table of docs/benchmarks.md: one row per worker of each cluster."""
+    rows = [
+        [
+            r["workers"],
+            r["worker"],
+            r["decoded_per_step"],
+            r["input_only_ms_per_step"],
+            f"{r['iteration_s']:.1f} ({r['iteration_s_min_max'][0]:.1f}–"
+            f"{r['iteration_s_min_max'][1]:.1f})",
+            r["first_iteration_s"],
+        ]
+        for r in records
+    ]
+    header = [
+        "workers",
+        "worker",
+        "images decoded per iteration",
+        "pipelines alone, ms per iteration",
+        "iteration s, median (min–max)",
+        "first iteration s",
+    ]
+    return report.markdown_table(header, rows, right=4)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -167,6 +201,7 @@ def main(argv):
         print(f"error: image folder {FLAGS.data} is absent (--data)", file=sys.stderr)
         sys.exit(1)
     print(json.dumps({"cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    info, command, records = report.machine(), report.command_line(), []
     for workers in counts:
         command = [sys.executable, os.path.abspath(__file__), "--worker", *sys.argv[1:]]
         cluster = LocalCluster(command, workers=workers, out=None)
@@ -178,6 +213,8 @@ def main(argv):
             sys.exit(1)
         for result in sorted(results):
             print(result, flush=True)
+            records.append(json.loads(result))
+        report.write(FLAGS.json, FLAGS.markdown, info, command, records, markdown(records))
 
 
 if __name__ == "__main__":

@@ -98,3 +98,17 @@ def test_a_bad_supernet_form_is_a_one_line_usage_error(flag, message):
     )
     assert proc.returncode != 0
     assert message in proc.stderr
+
+
+def test_the_markdown_table_has_a_row_per_case_and_names_a_failure(bench):
+    base = {"config": "S", "learners": 1, "first_step_s": 10.04, "median_ms": 400.0}
+    base.update(min_ms=390.0, max_ms=420.0, expected_passes=1, peak_rss_mb=1800)
+    fd = {**base, "learners": 2, "method": "chain_finite_difference", "median_ms": 4000.0}
+    fd.update(passes=10.0, passes_cpu=9.5, expected_passes=18)
+    failed = {"config": "S", "learners": 2, "method": "unrolled", "error": "killed by SIGKILL"}
+    rows = bench.markdown([{**base, "method": "forward_backward"}, fd, failed]).splitlines()
+    assert rows[2] == "| S | 1, 1 | forward_backward | 10.0 | 400 (390–420) | 1 (base) | 1 | 1800 |"
+    assert rows[3] == (
+        "| S | 2, 2 | chain_finite_difference | 10.0 | 4000 (390–420) | 10.00 (9.50) | 18 | 1800 |"
+    )
+    assert rows[4].startswith("| S | 2, 2 | unrolled | failed: killed by SIGKILL |")
