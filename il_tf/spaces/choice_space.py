@@ -346,6 +346,7 @@ class ChoiceSupernet(keras.layers.Layer):
         self._plan: _Plan | None = None
         if input_shape is not None:
             self._build_search_graph(probe)
+            self.built = True
 
     def _trace(self, shape: Sequence[int | None]) -> _Trace:
         with _dtypes(self._floatx, self._policy):

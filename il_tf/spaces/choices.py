@@ -42,7 +42,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from il_tf.spaces.choice_genotype import ChoiceGenotypeError, check_name
+from il_tf.spaces.choice_genotype import ChoiceGenotypeError
+from il_tf.spaces.choice_genotype import check_name as _check_name
 
 __all__ = ["Choice", "ChoiceError", "ChoicePoint", "InputChoice", "MixChoice", "arch_key"]
 
@@ -51,6 +52,14 @@ SEARCH, FIXED = "search", "fixed"
 
 class ChoiceError(ChoiceGenotypeError):
     """A choice point, builder or genotype that cannot be searched or built."""
+
+
+def check_name(name: Any, what: str) -> str:
+    """``name`` if it is a valid choice or candidate name, else a ChoiceError."""
+    try:
+        return _check_name(name, what)
+    except ChoiceGenotypeError as err:
+        raise ChoiceError(str(err)) from None
 
 
 def arch_key(name: str) -> str:

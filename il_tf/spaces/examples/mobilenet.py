@@ -18,17 +18,20 @@ from keras import layers
 
 from il_tf.spaces.choices import Choice
 
+# Moving statistics that follow within an epoch: short trainings (the digits) need it.
+BN_MOMENTUM = 0.9
+
 
 def _conv_bn(x, filters: int, kernel: int = 1, stride: int = 1, relu: bool = True):
     x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.ReLU(6.0)(x) if relu else x
 
 
 def _depthwise(kernel: int, stride: int):
     def apply(x):
         x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False)(x)
-        return layers.ReLU(6.0)(layers.BatchNormalization()(x))
+        return layers.ReLU(6.0)(layers.BatchNormalization(momentum=BN_MOMENTUM)(x))
 
     return apply
 

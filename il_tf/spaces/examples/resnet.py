@@ -19,10 +19,13 @@ from keras import layers
 
 from il_tf.spaces.choices import Choice, InputChoice
 
+# Moving statistics that follow within an epoch: short trainings (the digits) need it.
+BN_MOMENTUM = 0.9
+
 
 def _conv_bn(x, filters: int, kernel: int, stride: int = 1):
     x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False)(x)
-    return layers.BatchNormalization()(x)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
 
 
 def basic_block(x, name: str, channels: int, stride: int, widths: Sequence[float]):
