@@ -14,6 +14,10 @@ input pipeline is not timed.
 Configs (docs/design.md §7): S = batch 16, 5 cells, 8 channels, 32×32; M = batch 64, 8 cells,
 16 channels, 32×32. --learners=2 runs K=2 learners with R=2 rounds (S = 4 stages).
 --nograph_optimizer turns TensorFlow's graph optimizer off (SearchConfig.graph_optimizer).
+--spaces=darts,mobilenet_v2 measures the DARTS supernet of the config and the
+MobileNetV2-style Keras builder of il_tf/spaces/examples/mobilenet.py (at the settings of
+gin_configs/search/choices_mobilenet_cifar10.gin) at the config's batch and image size, in
+the same run, each against its own forward+backward.
 --partial_channels=none,4 measures the plain DARTS supernet and the PC-DARTS one (1/4 of
 the channels through the mixed ops) in the same run, each against its own forward+backward.
 --profile adds, per case, where a timed step's wall time goes: each compiled function's
@@ -57,6 +61,9 @@ METHODS = (
     "unrolled",
 )
 NUM_CLASSES = 10
+SPACES = ("darts", "mobilenet_v2")
+# The example builder's settings in gin_configs/search/choices_mobilenet_cifar10.gin.
+MOBILENET_V2 = {"stem": 16, "stages": [[16, 1, 1], [24, 2, 2], [32, 3, 2], [64, 2, 2]], "last": 128}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["S"], f"configs to run: {sorted(CONFIGS)}")
@@ -99,6 +106,7 @@ flags.DEFINE_bool(
     False,
     "every gradient one segment at a time, recomputing (SearchConfig.segmented_gradients)",
 )
+flags.DEFINE_list("spaces", ["darts"], f"search spaces to measure: some of {list(SPACES)}")
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
@@ -261,9 +269,15 @@ def run_case(case: dict) -> dict:
     supernet_kwargs["wide_edges"] = case.get("edges") == "wide"
     supernet_kwargs["cell_parts"] = case.get("cell_parts", 1)
 
+    supernet = functools.partial(darts_supernet, **supernet_kwargs)
+    if case.get("space") == "mobilenet_v2":
+        from il_tf.spaces.choice_space import ChoiceSupernet
+        from il_tf.spaces.examples.mobilenet import mobilenet_v2_backbone
+
+        supernet = functools.partial(ChoiceSupernet, mobilenet_v2_backbone, MOBILENET_V2)
     build = functools.partial(
         build_search_model,
-        functools.partial(darts_supernet, **supernet_kwargs),
+        supernet,
         [NUM_CLASSES] * k,
         (size, size, 3),
     )
@@ -403,6 +417,8 @@ def main(argv):
         )
     if not FLAGS.edges or any(e not in ("wide", "single") for e in FLAGS.edges):
         raise app.UsageError(f"--edges={FLAGS.edges}: 'wide' and/or 'single' allowed")
+    if not FLAGS.spaces or any(x not in SPACES for x in FLAGS.spaces):
+        raise app.UsageError(f"--spaces={FLAGS.spaces}: some of {list(SPACES)} allowed")
     if not 1 <= FLAGS.cell_parts <= 5:
         raise app.UsageError(f"--cell_parts={FLAGS.cell_parts}: 1 to 5 (steps + 1) allowed")
     machine = {
@@ -411,7 +427,9 @@ def main(argv):
         "platform": sys.platform,
     }
     print(json.dumps({"machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
-    for config, pc, xla, edges in itertools.product(FLAGS.configs, partial, FLAGS.xla, FLAGS.edges):
+    for space, config, pc, xla, edges in itertools.product(
+        FLAGS.spaces, FLAGS.configs, partial, FLAGS.xla, FLAGS.edges
+    ):
         # One forward+backward baseline per supernet and XLA setting, then each method and K.
         base = None
         cases = [("forward_backward", 1)] + [
@@ -422,6 +440,7 @@ def main(argv):
         ]
         for method, learners in cases:
             case = {
+                "space": space,
                 "config": config,
                 "method": method,
                 "xla": xla == "on",
