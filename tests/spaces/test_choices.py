@@ -331,3 +331,18 @@ def test_gin_factory_and_example_builders():
     resnet = choice_supernet(builder=resnet_backbone)
     assert resnet.points["stage1/block3/input"].kind == "input"
     assert resnet.points["stage1/block1/width"].candidates == ("w8", "w16", "w32")
+
+
+def test_alpha_plot_and_tensorboard_name_each_choices_candidates(tmp_path):
+    from il_tf.learning import plots, reporting
+
+    arch = {"block1.op": np.array([[0.0, 1.0]]), "head.input": np.array([[2.0, 0.0, 1.0]])}
+    labels = {"block1.op": ("conv", "pool"), "head.input": ("a", "b", "c")}
+    (tmp_path / "genotypes").mkdir()
+    for epoch in (1, 2):
+        record = {"epoch": epoch, "alpha": {k: v.tolist() for k, v in arch.items()}}
+        (tmp_path / "genotypes" / f"epoch_{epoch:03d}.json").write_text(json.dumps(record))
+    assert plots.write_search_plot(tmp_path, labels).is_file()
+    assert plots.column_names(labels, "head.input") == ("a", "b", "c")
+    with tf.summary.create_file_writer(str(tmp_path / "tb")).as_default():
+        reporting.write_arch_summaries(arch, labels, "{}", step=1)
