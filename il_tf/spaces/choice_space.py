@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from il_tf.spaces import choices as choices_lib
 from il_tf.spaces.choice_genotype import ChoiceGenotype
-from il_tf.spaces.choice_graph import plan_cuts
+from il_tf.spaces.choice_graph import SegmentCut, plan_cuts
 from il_tf.spaces.choices import SEARCH, ChoiceError, ChoicePoint, MixChoice, arch_key
 from il_tf.spaces.space import Segment, run_segments
 
@@ -338,8 +338,11 @@ class ChoiceSupernet(keras.layers.Layer):
         self._floatx, self._policy = keras.config.floatx(), keras.config.dtype_policy()
         probe = self._trace(PROBE_SHAPE if input_shape is None else tuple(input_shape))
         self._check_choices_used(probe)
-        #: The choice points in the order the builder makes them.
-        self.points: dict[str, ChoicePoint] = dict(probe.points)
+        #: The choice points in the order the builder makes them (without the choice
+        #: objects, which hold the probe's layers).
+        self.points: dict[str, ChoicePoint] = {
+            n: dataclasses.replace(p, owner=None) for n, p in probe.points.items()
+        }
         self.feature_dim = int(probe.features.shape[-1])
         #: Per architecture tensor, its candidates (the columns of its logits).
         self.op_names = {arch_key(n): p.candidates for n, p in self.points.items()}
@@ -401,7 +404,7 @@ class ChoiceSupernet(keras.layers.Layer):
         plan = self._plan_from_cuts(cuts, logits_by_name) if cuts else None
         if plan is None:  # no chain of cuts, or one the weights do not split along
             plan = self._plan_from_cuts(
-                [_whole(images, graph.outputs[0])], logits_by_name, check=False
+                [SegmentCut(images, graph.outputs[0])], logits_by_name, check=False
             )
         self._plan = plan
 
@@ -483,12 +486,6 @@ class ChoiceSupernet(keras.layers.Layer):
             "builder": self.builder_name,
             "arguments": self.arguments,
         }
-
-
-def _whole(images, features):
-    from il_tf.spaces.choice_graph import SegmentCut
-
-    return SegmentCut(images, features)
 
 
 @gin.configurable
