@@ -19,6 +19,10 @@ compile plan a search of its method chooses (il_tf/learning/plan.py); --[no]grap
 --[no]constant_folding, --[no]segmented_gradients and --edges=single,wide set those parts
 instead (SearchConfig.graph_optimizer, ... and darts_supernet.wide_edges). Each case's
 JSON line gives the plan it ran with.
+--spaces=darts,mobilenet_v2 measures the DARTS supernet of the config and the
+MobileNetV2-style Keras builder of il_tf/spaces/examples/mobilenet.py (at the settings of
+gin_configs/search/choices_mobilenet_cifar10.gin) at the config's batch and image size, in
+the same run, each against its own forward+backward.
 --partial_channels=none,4 measures the plain DARTS supernet and the PC-DARTS one (1/4 of
 the channels through the mixed ops) in the same run, each against its own forward+backward.
 --profile adds, per case, where a timed step's wall time goes: each compiled function's
@@ -62,6 +66,9 @@ CONFIGS = {
 # One forward+backward pass (the unit of "passes"), then every hypergradient method.
 METHODS = ("forward_backward", *hypergradients.METHODS)
 NUM_CLASSES = 10
+SPACES = ("darts", "mobilenet_v2")
+# The example builder's settings in gin_configs/search/choices_mobilenet_cifar10.gin.
+MOBILENET_V2 = {"stem": 16, "stages": [[16, 1, 1], [24, 2, 2], [32, 3, 2], [64, 2, 2]], "last": 128}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["S"], f"configs to run: {sorted(CONFIGS)}")
@@ -107,6 +114,7 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_string("json", None, "also write the cases' records (and the machine) to this file")
 flags.DEFINE_string("markdown", None, "also write the captioned Markdown table to this file")
+flags.DEFINE_list("spaces", ["darts"], f"search spaces to measure: some of {list(SPACES)}")
 flags.DEFINE_string("case", None, "internal: run one case (JSON) in this process")
 
 
@@ -263,10 +271,16 @@ def run_case(case: dict) -> dict:
     supernet_kwargs["cell_parts"] = case.get("cell_parts", 1)
     # The search's own config and builder; the learners' data is replaced by fixed
     # random batches of their shape.
+    supernet = functools.partial(darts_supernet, **supernet_kwargs)
+    if case.get("space") == "mobilenet_v2":
+        from il_tf.spaces.choice_space import ChoiceSupernet
+        from il_tf.spaces.examples.mobilenet import mobilenet_v2_backbone
+
+        supernet = functools.partial(ChoiceSupernet, mobilenet_v2_backbone, MOBILENET_V2)
     names = [f"learner{i}" for i in range(k)]
     config = SearchConfig(
         learners=tuple(Learner(name) for name in names),
-        supernet=functools.partial(darts_supernet, **supernet_kwargs),
+        supernet=supernet,
         method=case["method"] if case["method"] != "forward_backward" else "first_order",
         rounds=rounds,
         jit_compile=case["xla"],
@@ -373,7 +387,12 @@ def markdown(results: list[dict]) -> str:
     """The table of docs/benchmarks.md: one row per case."""
     rows = []
     for r in results:
-        head = [r["config"], f"{r['learners']}, {2 if r['learners'] > 1 else 1}", r["method"]]
+        head = [
+            r.get("space", "darts"),
+            r["config"],
+            f"{r['learners']}, {2 if r['learners'] > 1 else 1}",
+            r["method"],
+        ]
         if "error" in r:
             rows.append(head + [f"failed: {r['error']}", "", "", "", ""])
             continue
@@ -392,6 +411,7 @@ def markdown(results: list[dict]) -> str:
             ]
         )
     header = [
+        "space",
         "config",
         "K, R",
         "method",
@@ -401,7 +421,7 @@ def markdown(results: list[dict]) -> str:
         "expected passes",
         "peak RSS MB",
     ]
-    return report.markdown_table(header, rows, right=5)
+    return report.markdown_table(header, rows, right=6)
 
 
 def case_error(proc: subprocess.CompletedProcess) -> str:
@@ -440,6 +460,8 @@ def main(argv):
         )
     if not FLAGS.edges or any(e not in ("auto", "wide", "single") for e in FLAGS.edges):
         raise app.UsageError(f"--edges={FLAGS.edges}: 'auto', 'wide' and/or 'single' allowed")
+    if not FLAGS.spaces or any(x not in SPACES for x in FLAGS.spaces):
+        raise app.UsageError(f"--spaces={FLAGS.spaces}: some of {list(SPACES)} allowed")
     if not 1 <= FLAGS.cell_parts <= 5:
         raise app.UsageError(f"--cell_parts={FLAGS.cell_parts}: 1 to 5 (steps + 1) allowed")
     machine = {
@@ -449,7 +471,9 @@ def main(argv):
     }
     print(json.dumps({"machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
     info, command, results = report.machine(), report.command_line(), []
-    for config, pc, xla, edges in itertools.product(FLAGS.configs, partial, FLAGS.xla, FLAGS.edges):
+    for space, config, pc, xla, edges in itertools.product(
+        FLAGS.spaces, FLAGS.configs, partial, FLAGS.xla, FLAGS.edges
+    ):
         # One forward+backward baseline per supernet and XLA setting, then each method and K.
         base = None
         cases = [("forward_backward", 1)] + [
@@ -460,6 +484,7 @@ def main(argv):
         ]
         for method, learners in cases:
             case = {
+                "space": space,
                 "config": config,
                 "method": method,
                 "xla": xla == "on",

@@ -4,7 +4,8 @@ r"""Trains a found cell's network from scratch and writes its test accuracy.
         --genotype=DARTS_V2 --workdir=/tmp/il_train_quickstart
 
 --genotype is a genotype.json written by tools/search.py or a published name (DARTS_V1,
-DARTS_V2, PC_DARTS, P_DARTS). Run the same command again to continue an interrupted run
+DARTS_V2, PC_DARTS, P_DARTS). A genotype of a searched Keras builder (@choice_supernet)
+names its builder, whose network is trained instead of a DARTS one (NetworkConfig unused). Run the same command again to continue an interrupted run
 (without --workdir a new one is made under runs/); a run with other settings is refused,
 except more epochs with --extend, and a second start while the first runs fails at once.
 Results: WORKDIR/results.json; curves: tensorboard --logdir WORKDIR/tensorboard.

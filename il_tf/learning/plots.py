@@ -8,7 +8,7 @@ be redrawn from any finished or interrupted workdir.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,13 @@ NB201_FIELDS = (
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = np.exp(x - x.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
+
+
+def column_names(op_names: Sequence[str] | Mapping[str, Sequence[str]], name: str) -> Sequence[str]:
+    """The column names of architecture tensor ``name``: shared, or its own from a mapping."""
+    if isinstance(op_names, Mapping):
+        return tuple(op_names.get(name, ()))
+    return op_names
 
 
 def read_history(workdir: str | Path) -> list[dict]:
@@ -52,10 +59,13 @@ def alpha_history(records: Sequence[dict]) -> tuple[list[int], dict[str, np.ndar
 
 
 def write_search_plot(
-    workdir: str | Path, op_names: Sequence[str], path: str | Path | None = None
+    workdir: str | Path,
+    op_names: Sequence[str] | Mapping[str, Sequence[str]],
+    path: str | Path | None = None,
 ) -> Path | None:
     """Draws the workdir's α softmax per edge over the epochs (and NAS-Bench-201 look-ups).
 
+    ``op_names`` names the ops: one list for every tensor, or one per tensor name.
     Returns the PNG's path, or None when the workdir has no epoch record yet.
     """
     import matplotlib
@@ -81,14 +91,19 @@ def write_search_plot(
     flat = axes.ravel()
     for ax, (name, e) in zip(flat, panels, strict=False):
         a = alphas[name]
+        columns = column_names(op_names, name)
         for j in range(a.shape[2]):
-            label = op_names[j] if j < len(op_names) else f"op {j}"
+            label = columns[j] if j < len(columns) else f"op {j}"
             ax.plot(epochs, a[:, e, j], marker=".", label=label)
-        ax.set_title(f"{name} edge {e}", fontsize=8, pad=2)
+        # A tensor of one row (a choice point) is titled by its name alone.
+        ax.set_title(name if a.shape[1] == 1 else f"{name} edge {e}", fontsize=8, pad=2)
         ax.set_ylim(0, 1)
         ax.set_yticks([0, 0.5, 1])
         ax.tick_params(labelsize=7)
-    if panels:
+    if panels and isinstance(op_names, Mapping):
+        for ax, _ in zip(flat, panels, strict=False):  # each choice has its own candidates
+            ax.legend(fontsize=6, loc="upper left")
+    elif panels:
         flat[0].legend(fontsize=6, loc="upper left")
     if has_lookup:
         ax = flat[len(panels)]

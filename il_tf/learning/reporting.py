@@ -78,15 +78,22 @@ def heat_map(weights: np.ndarray, cell: int = 12) -> np.ndarray:
 
 
 def write_arch_summaries(
-    arch: Mapping[str, np.ndarray], op_names: Sequence[str], genotype_text: str, step: int
+    arch: Mapping[str, np.ndarray],
+    op_names: Sequence[str] | Mapping[str, Sequence[str]],
+    genotype_text: str,
+    step: int,
 ) -> None:
-    """α softmax heat maps (rows = edges, columns = ops) and the genotype, to TensorBoard."""
+    """α softmax heat maps (rows = edges, columns = ops) and the genotype, to TensorBoard.
+
+    ``op_names`` names the columns: one list for every tensor, or one per tensor name.
+    """
     for name, logits in arch.items():
         if logits.ndim != 2:
             continue
         weights = softmax(logits)
         tf.summary.image(f"alpha/{name}", heat_map(weights)[None], step=step)
-        header = "| edge | " + " | ".join(op_names[: weights.shape[1]]) + " |"
+        columns = plots.column_names(op_names, name)
+        header = "| edge | " + " | ".join(columns[: weights.shape[1]]) + " |"
         rule = "|---" * (weights.shape[1] + 1) + "|"
         rows = [
             f"| {e} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
@@ -110,10 +117,14 @@ class EpochWriter:
     """
 
     def __init__(
-        self, workdir: Path, op_names: Sequence[str], draw: bool, lookups: Sequence[str] = ()
+        self,
+        workdir: Path,
+        op_names: Sequence[str] | Mapping[str, Sequence[str]],
+        draw: bool,
+        lookups: Sequence[str] = (),
     ):
         self.workdir = workdir
-        self.op_names = tuple(op_names)
+        self.op_names = dict(op_names) if isinstance(op_names, Mapping) else tuple(op_names)
         self.draw = draw
         # Record keys of the genotype look-ups, whose numbers go to TensorBoard too.
         self.lookups = tuple(lookups)

@@ -396,7 +396,14 @@ def build_network(
       num_classes: classifier outputs.
       image_shape: (height, width, channels) of the input images, any size.
       config: network settings; default ``NetworkConfig()`` (the DARTS CIFAR network).
+
+    A genotype of a searched Keras builder (space ``choices``) gives that builder's
+    network instead (``il_tf/models/choice_network.py``; ``config`` does not apply).
     """
+    if getattr(genotype, "space", None) == "choices":
+        from il_tf.models.choice_network import build_choice_network
+
+        return build_choice_network(genotype, num_classes, image_shape)
     config = NetworkConfig() if config is None else config
     shape = tuple(int(d) for d in image_shape)
     if len(shape) != 3 or min(shape) < 1:

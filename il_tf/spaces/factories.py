@@ -20,6 +20,8 @@ from collections.abc import Callable
 import gin
 import keras
 
+# Registers @choice_supernet (a user's Keras builder as the supernet) with gin.
+from il_tf.spaces.choice_space import choice_supernet  # noqa: F401
 from il_tf.spaces.darts_supernet import DartsSupernet
 from il_tf.spaces.nb201_supernet import NB201Supernet
 

@@ -74,7 +74,9 @@ DARTS_SPACE = "darts"
 #: The ``format`` field of every serialized genotype (shared with NAS-Bench-201).
 GENOTYPE_FORMAT = "il_tf.genotype/v1"
 _NB201_SPACE = "nas-bench-201"
-_KNOWN_SPACES = (DARTS_SPACE, _NB201_SPACE)
+# A searched Keras model's choices (il_tf/spaces/choice_genotype.py).
+_CHOICES_SPACE = "choices"
+_KNOWN_SPACES = (DARTS_SPACE, _NB201_SPACE, _CHOICES_SPACE)
 _CELLS = ("normal", "reduce")
 
 Edge = tuple[str, int]
@@ -341,7 +343,8 @@ def genotype_from_json_dict(d: Mapping[str, Any]) -> Any:
     """A genotype of the space named by ``d["space"]`` (``darts`` when absent).
 
     ``darts`` gives a :class:`Genotype`; ``nas-bench-201`` an
-    ``il_tf.spaces.nb201_genotype.NB201Genotype``.
+    ``il_tf.spaces.nb201_genotype.NB201Genotype``; ``choices`` an
+    ``il_tf.spaces.choice_genotype.ChoiceGenotype``.
     """
     if not isinstance(d, Mapping):
         raise GenotypeError(
@@ -357,6 +360,13 @@ def genotype_from_json_dict(d: Mapping[str, Any]) -> Any:
         try:
             return NB201Genotype.from_json_dict(d)
         except ValueError as err:  # NB201GenotypeError: give callers one error type to catch
+            raise GenotypeError(str(err)) from err
+    if space == _CHOICES_SPACE:
+        from il_tf.spaces.choice_genotype import ChoiceGenotype
+
+        try:
+            return ChoiceGenotype.from_json_dict(d)
+        except ValueError as err:
             raise GenotypeError(str(err)) from err
     raise GenotypeError(
         f"unknown genotype space {space!r}; known spaces: {', '.join(_KNOWN_SPACES)}"

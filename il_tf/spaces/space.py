@@ -3,8 +3,9 @@
 A search space is a Keras layer (the *supernet*, the searchable encoder) that takes
 images and the architecture logits and returns features for the learners' heads,
 and that turns logits into a discrete *genotype*. The DARTS space
-(``il_tf/spaces/darts_supernet.py``) and the NAS-Bench-201 space
-(``il_tf/spaces/nb201_supernet.py``) implement it; the search, the engine, the
+(``il_tf/spaces/darts_supernet.py``), the NAS-Bench-201 space
+(``il_tf/spaces/nb201_supernet.py``) and a user's Keras builder with choice points
+(``il_tf/spaces/choice_space.py``) implement it; the search, the engine, the
 reports and the benchmarks rely on nothing else of a space.
 """
 
@@ -45,13 +46,14 @@ class SearchSpace(Protocol):
     Attributes:
       space: the space's name (the ``space`` field of its genotype files).
       genotype_type: the class of the genotypes :meth:`derive` returns.
-      op_names: the candidate ops, in the order of the logits' last axis.
+      op_names: the candidate ops, in the order of the logits' last axis; or, where the
+        tensors have different candidates, a mapping from tensor name to its own.
       feature_dim: the size of the features the heads read.
     """
 
     space: ClassVar[str]
     genotype_type: ClassVar[type]
-    op_names: tuple[str, ...]
+    op_names: tuple[str, ...] | Mapping[str, tuple[str, ...]]
     feature_dim: int
 
     def arch_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -139,6 +141,6 @@ def check_space(supernet: Any, where: str) -> SearchSpace:
         raise ValueError(
             f"{where} built {type(supernet).__name__}, which is not a search space "
             f"(missing {', '.join(missing)}; see il_tf/spaces/space.py): use "
-            "@darts_supernet or @nb201_supernet"
+            "@darts_supernet, @nb201_supernet or @choice_supernet"
         )
     return supernet

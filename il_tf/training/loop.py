@@ -518,7 +518,10 @@ def train_and_evaluate(
     config = TrainConfig() if config is None else config
     if isinstance(genotype, (str, os.PathLike)):
         genotype = load_genotype(genotype)
-    if not isinstance(genotype, Genotype):
+    if getattr(genotype, "space", None) == "choices":
+        # A searched Keras builder's network: built from the genotype alone.
+        logging.info("a choices genotype: NetworkConfig and drop-path do not apply")
+    elif not isinstance(genotype, Genotype):
         raise ValueError(
             f"training needs a DARTS-space genotype, got a "
             f"{getattr(genotype, 'space', type(genotype).__name__)!r} genotype: {genotype!r}"

@@ -1,0 +1,1 @@
+"""Example search spaces written as ordinary Keras builders with choice points."""
