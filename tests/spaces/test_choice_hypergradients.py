@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from il_tf.learning import hypergradients as hg
 from il_tf.learning.objective import ChainSettings
-from il_tf.learning.steps import StepFunctions
+from il_tf.learning.step_functions import StepFunctions
 
 from .._dtypes import float_dtype
 from ..learning.test_hypergradients import (
