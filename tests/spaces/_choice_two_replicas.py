@@ -12,6 +12,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "learning"))
+# The repository root, for ``tests.spaces._choice_builders`` (run as a script).
+sys.path.insert(0, os.path.join(HERE, "..", ".."))
 
 import _two_replicas as base  # noqa: E402  (sets up the two logical CPUs first)
 
