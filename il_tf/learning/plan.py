@@ -92,12 +92,10 @@ class Plan:
         for name, label, value in parts:
             how = f"auto: {reasons[name]}" if name in reasons else "auto"
             shown.append(f"{label} {value} ({how if name in self.chosen else 'set'})")
-        return (
-            "plan: "
-            + ", ".join(shown)
-            + " (SearchConfig.graph_optimizer, .constant_folding, .segmented_gradients and "
-            "darts_supernet.wide_edges override it)"
-        )
+        settings = "SearchConfig.graph_optimizer, .constant_folding, .segmented_gradients"
+        if self.wide_edges is not None:
+            settings += ", darts_supernet.wide_edges"
+        return f"plan: {', '.join(shown)}; to override: {settings}"
 
     @contextlib.contextmanager
     def graph_options(self) -> Iterator[None]:

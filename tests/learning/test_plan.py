@@ -81,7 +81,7 @@ def test_an_explicit_value_wins():
     )
     assert plan.wide_edges is False and plan.chosen == ()
     assert plan.supernet(config) is config.supernet
-    assert "(set)" in plan.describe() and "auto" not in plan.describe()
+    assert "(set)" in plan.describe() and "(auto" not in plan.describe()
 
 
 def test_the_plan_applies_its_wide_edges_to_the_supernet():
