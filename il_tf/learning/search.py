@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from il_tf import distribute, rundir
+from il_tf import distribute, interrupts, rundir
 from il_tf.data.learners import Learner, LearnerData, build_learner_data, check_unique_names
 from il_tf.learning.arch_regularizers import BetaDecaySettings
 from il_tf.learning.engine import NonFiniteLossError, OptimizerSettings, SearchEngine
@@ -583,6 +583,9 @@ class _Run:
             print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
             bar = self._progress_bar()
             while it < (epoch + 1) * self.ipe:
+                # SIGINT/SIGTERM (tools/search.py): a checkpoint here, then Interrupted.
+                save = functools.partial(self._save, it, (train_stats, arch_val))
+                interrupts.stop_if_requested(self.strategy, save, it)
                 train_batches, val_batches = inputs.next()
                 result = self._iteration(
                     it, epoch, train_batches, val_batches, epoch >= config.arch_warmup_epochs
@@ -647,7 +650,6 @@ class _Run:
         return result
 
     def _stopped(self, it: int, stop_after: int, metrics: dict) -> SearchResult:
-        logging.info("stopping after %d iterations (at %d); rerun to resume", stop_after, it)
         print(f"stopped at iteration {it}; run again on {self.workdir} to resume")
         return SearchResult(self._genotype(), self.workdir, None, metrics)
 
