@@ -88,16 +88,20 @@ def _log_file_only() -> bool:
     return not echoed
 
 
-def fail(error: BaseException) -> NoReturn:
+def fail(error: BaseException, last_words: bool = False) -> NoReturn:
     """Prints a one-line error (no traceback) and exits with status 1.
 
     The terminal shows the line once; absl's log gets it with its traceback only when the
-    log goes to a file (``--log_dir``) that the terminal does not echo.
+    log goes to a file (``--log_dir``) that the terminal does not echo. ``last_words``:
+    nothing written to stderr after the line is shown (TensorFlow's native logs while the
+    process ends).
     """
     message = one_line(error)
     if _log_file_only():
         logging.error("%s", message, exc_info=error)
     print(f"error: {message}", file=sys.stderr, flush=True)
+    if last_words:
+        native_logs.drop_stderr_from_now()
     sys.exit(1)
 
 
@@ -131,7 +135,8 @@ def one_line_errors(
         lost = distribute.lost_worker_message(e, workdir)
         if lost is None:
             raise
-        fail(RuntimeError(lost))
+        # The gRPC errors of the aborted collectives would follow the line.
+        fail(RuntimeError(lost), last_words=True)
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
