@@ -349,7 +349,8 @@ def _nb201_table(config: SearchConfig, encoder: SearchSpace):
 
 
 def build_model(config: SearchConfig, datas: Sequence[LearnerData]) -> SearchModel:
-    """The search model of ``config``: its supernet, one head per learner, α (float32)."""
+    """The search model of ``config``: its supernet, one head per learner, α (Keras' floatx:
+    float32 unless a float64 run was asked for, as the equality tests do)."""
     return build_search_model(
         config.supernet,
         [d.num_classes for d in datas],
@@ -357,8 +358,8 @@ def build_model(config: SearchConfig, datas: Sequence[LearnerData]) -> SearchMod
         seed=config.seed,
         head_names=[f"head_{d.name}" for d in datas],
         mixed_precision=config.mixed_precision,
-        # α and β stay float32 whatever the layers compute in.
-        arch_dtype="float32",
+        # α and β stay in floatx (float32) whatever the layers compute in (bfloat16).
+        arch_dtype=keras.config.floatx(),
         aux_skip=AuxSkipSettings(),
     )
 
