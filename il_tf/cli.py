@@ -77,7 +77,7 @@ def one_line(error: BaseException) -> str:
 
 
 def _log_file_only() -> bool:
-    """Whether absl's log goes to a file and not also to the terminal (``--log_dir``)."""
+    """Whether absl's log goes to a file (``use_absl_log_file``) and not also to the terminal."""
     stream = getattr(logging.get_absl_handler().python_handler, "stream", sys.stderr)
     if stream in (sys.stderr, sys.__stderr__):
         return False
@@ -92,7 +92,7 @@ def fail(error: BaseException, last_words: bool = False) -> NoReturn:
     """Prints a one-line error (no traceback) and exits with status 1.
 
     The terminal shows the line once; absl's log gets it with its traceback only when the
-    log goes to a file (``--log_dir``) that the terminal does not echo. ``last_words``:
+    log goes to a file that the terminal does not echo. ``last_words``:
     nothing written to stderr after the line is shown (TensorFlow's native logs while the
     process ends).
     """
