@@ -13,7 +13,7 @@ from typing import NoReturn, TypeVar
 import gin
 from absl import flags, logging
 
-from il_tf import native_logs
+from il_tf import interrupts, native_logs
 
 # Every tool imports this module first: TensorFlow is loaded here, with its
 # uninformative native start-up lines (no CUDA on a CPU machine, ...) dropped.
@@ -57,11 +57,60 @@ def quiet_tensorflow_logs() -> None:
     py_logging.getLogger("tensorflow").setLevel(py_logging.WARNING)
 
 
-def fail(error: BaseException) -> NoReturn:
-    """Prints a one-line error (no traceback) and exits with status 1."""
-    logging.error("%s", error)
-    print(f"error: {error}", file=sys.stderr, flush=True)
+def one_line(error: BaseException) -> str:
+    """``error``'s message as one line.
+
+    gin appends where a binding failed on lines of their own: the file (or bindings
+    string), line and text stay, in parentheses; "In call to configurable ..." goes, as
+    the message names the setting already.
+    """
+    lines = [line.strip() for line in str(error).splitlines()]
+    lines = [
+        line
+        for line in lines
+        if line.strip("^ ") and not line.startswith("In call to configurable")
+    ]
+    if not lines:
+        return type(error).__name__
+    head, rest = lines[0], lines[1:]
+    return f"{head} ({': '.join(rest)})" if rest else head
+
+
+def _log_file_only() -> bool:
+    """Whether absl's log goes to a file (``use_absl_log_file``) and not also to the terminal."""
+    stream = getattr(logging.get_absl_handler().python_handler, "stream", sys.stderr)
+    if stream in (sys.stderr, sys.__stderr__):
+        return False
+    try:
+        echoed = flags.FLAGS["alsologtostderr"].value or flags.FLAGS["logtostderr"].value
+    except (KeyError, flags.UnparsedFlagAccessError):
+        return False
+    return not echoed
+
+
+def fail(error: BaseException, last_words: bool = False) -> NoReturn:
+    """Prints a one-line error (no traceback) and exits with status 1.
+
+    The terminal shows the line once; absl's log gets it with its traceback only when the
+    log goes to a file that the terminal does not echo. ``last_words``:
+    nothing written to stderr after the line is shown (TensorFlow's native logs while the
+    process ends).
+    """
+    message = one_line(error)
+    if _log_file_only():
+        logging.error("%s", message, exc_info=error)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if last_words:
+        native_logs.drop_stderr_from_now()
     sys.exit(1)
+
+
+def stopped(interrupted: interrupts.Interrupted) -> NoReturn:
+    """Prints the one line of a run stopped by a signal and exits 128 + its number."""
+    # A progress bar or the terminal's "^C" may end the current line.
+    start = "\n" if sys.stderr.isatty() else ""
+    print(f"{start}{interrupted}", file=sys.stderr, flush=True)
+    sys.exit(interrupted.exit_code)
 
 
 @contextlib.contextmanager
@@ -70,10 +119,14 @@ def one_line_errors(
 ) -> Iterator[None]:
     """Ends the tool with a one-line error on bad input (``expected``) or a lost cluster worker.
 
-    Any other exception propagates with its traceback: it is a bug, not bad input.
+    A run stopped by SIGINT/SIGTERM (``interrupts.Interrupted``) ends with its one line and
+    exit status 130/143. Any other exception propagates with its traceback: it is a bug,
+    not bad input.
     """
     try:
         yield
+    except interrupts.Interrupted as e:
+        stopped(e)
     except expected as e:
         fail(e)
     except Exception as e:
@@ -82,7 +135,8 @@ def one_line_errors(
         lost = distribute.lost_worker_message(e, workdir)
         if lost is None:
             raise
-        fail(RuntimeError(lost))
+        # The gRPC errors of the aborted collectives would follow the line.
+        fail(RuntimeError(lost), last_words=True)
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

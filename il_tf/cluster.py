@@ -173,6 +173,13 @@ class LocalCluster:
         """Sends ``sig`` (default SIGKILL, as ``kill -9``) to worker ``index``."""
         self.processes[index].send_signal(sig)
 
+    def signal_all(self, sig: int) -> None:
+        """Sends ``sig`` to every worker still running."""
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(sig)
+
     def kill_all(self) -> None:
         """Kills every worker still running (and waits for it)."""
         for process in self.processes:
@@ -184,12 +191,22 @@ class LocalCluster:
     def run(self, timeout: float | None = None, grace: float | None = 300.0) -> int:
         """Starts the workers and waits for all (see :meth:`wait`); 0 when all exited with 0.
 
+        Ctrl-C (KeyboardInterrupt) is passed on to the workers as SIGINT, and the wait goes
+        on; a second one kills them.
+
         Otherwise the exit code of the worker that failed first (a worker killed by a
         signal counts as failed, with code 128 + the signal number, as a shell reports it).
         """
         self.start()
         try:
-            codes = self.wait(timeout, grace)
+            try:
+                codes = self.wait(timeout, grace)
+            except KeyboardInterrupt:
+                # Ctrl-C reaches only this process (the workers run in sessions of their
+                # own): passed on, every worker stops at its next step with a checkpoint
+                # (tools/search.py, tools/train.py). A second Ctrl-C kills them.
+                self.signal_all(signal.SIGINT)
+                codes = self.wait(timeout, grace)
         except BaseException:
             self.kill_all()
             raise

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import gin
 import tensorflow as tf
 
+from il_tf import interrupts
+
 STRATEGIES = ("auto", "mirrored", "multi_worker", "default")
 
 
@@ -45,7 +47,9 @@ def make_strategy(kind: str = "auto", devices: list[str] | None = None) -> tf.di
     if kind == "auto":
         kind = "multi_worker" if cluster_size() > 1 else "mirrored"
     if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        interrupts.take_back()  # its runtime took SIGTERM over
+        return strategy
     if kind == "default":
         return tf.distribute.get_strategy()
     if devices is None:

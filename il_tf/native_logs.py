@@ -80,3 +80,19 @@ def import_tensorflow(min_log_level: str | None = "2"):
 
         tf.config.list_physical_devices()
     return tf
+
+
+def drop_stderr_from_now() -> None:
+    """Sends everything written to file descriptor 2 from now on to /dev/null.
+
+    For a process that has printed its last line: when a worker of a cluster is lost,
+    TensorFlow's runtime goes on logging the aborted collectives and connections (gRPC
+    errors) until the process ends, after the one line that says what happened.
+    """
+    sys.stderr.flush()
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    os.dup2(devnull, 2)
+    os.close(devnull)

@@ -31,7 +31,8 @@ Guarantees:
   anything; a second start on the same directory fails at once naming the holder. In a
   multi-worker run only the chief locks and writes; other workers write their throw-away
   files (checkpoints every worker must take part in) to :meth:`RunDir.scratch`, a
-  temporary folder outside the directory that is removed when the run ends.
+  temporary folder outside the directory that is removed when the run ends (or, when
+  the worker was killed, by the next start of a worker on its host).
 - **Restarts are checked.** :meth:`RunDir.check` compares every setting with the run's
   (the first start's, plus the changes later starts were allowed to make) and names each
   difference, old -> new. Settings a caller declares *free* may change (they do not change
@@ -75,6 +76,8 @@ from il_tf import legacy
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.gin"
 LOCK_FILE = ".lock"
+# In a worker's scratch folder: the host and pid of the process that made it.
+SCRATCH_OWNER_FILE = "owner.json"
 FORMAT = "il_tf.run/v2"
 KINDS = ("search", "progressive_search", "train", "tune")
 _KIND_NAMES = {"progressive_search": "progressive search", "train": "training", "tune": "tuning"}
@@ -675,12 +678,50 @@ class RunDir:
     def scratch(self, name: str) -> Path:
         """Where this process writes ``name``: ``DIR/name`` on the chief, else a temporary
         folder outside ``DIR`` that is removed when the run ends (multi-worker runs: every
-        worker takes part in saving a checkpoint, only the chief's is kept)."""
+        worker takes part in saving a checkpoint, only the chief's is kept). The folder of
+        a killed worker is removed by the next worker that makes one on the same host."""
         if self.chief:
             return self.path / name
         if self._scratch is None:
+            remove_dead_scratch()
             self._scratch = Path(tempfile.mkdtemp(prefix=f"il_tf_{self.kind}_worker_"))
+            # Its owner, so that a later start can remove it when this process was killed.
+            owner = {"host": socket.gethostname(), "pid": os.getpid()}
+            write_json(self._scratch / SCRATCH_OWNER_FILE, owner)
         return self._scratch / name
+
+
+def _is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_dead_scratch(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Removes the scratch folders (:meth:`RunDir.scratch`) whose process is gone; returns them.
+
+    A worker killed with ``kill -9`` (or by a crash) cannot remove its own folder. Only
+    folders whose owner file names this host and a process that no longer exists are
+    removed: a folder of a running worker, of another host sharing the folder, or one
+    without an owner file (just being made, or made by an older il_tf) stays.
+    ``root``: where the folders are (default: the system's temporary directory).
+    """
+    removed = []
+    for folder in sorted(Path(root or tempfile.gettempdir()).glob("il_tf_*_worker_*")):
+        try:
+            owner = json.loads((folder / SCRATCH_OWNER_FILE).read_text(encoding="utf-8"))
+            host, pid = owner["host"], int(owner["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host == socket.gethostname() and pid != os.getpid() and not _is_running(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def read_settings(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:

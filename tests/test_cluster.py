@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -90,6 +92,37 @@ def test_the_tool_runs_a_command_on_every_worker():
     assert "error: a worker failed (exit code 2)" in failing.stderr
     usage = subprocess.run([*tool, "--workers=2"], capture_output=True, text=True, timeout=120)
     assert usage.returncode != 0 and "give the command to run after --" in usage.stderr
+
+
+def test_the_tool_passes_ctrl_c_on_to_the_workers(tmp_path):
+    worker = (
+        "import sys, time\n"
+        "from il_tf import interrupts\n"
+        "with interrupts.handled():\n"
+        "    print('ready', flush=True)\n"
+        "    while interrupts.requested() is None:\n"
+        "        time.sleep(0.05)\n"
+        "    print(f'stopping on signal {interrupts.requested()}', flush=True)\n"
+        "    sys.exit(130)\n"
+    )
+    tool = [sys.executable, str(PROJECT_ROOT / "tools" / "local_cluster.py")]
+    proc = subprocess.Popen(
+        [*tool, "--workers=2", "--", sys.executable, "-c", worker],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    try:
+        ready = [proc.stdout.readline(), proc.stdout.readline()]
+        assert all(line.rstrip().endswith("] ready") for line in ready), ready
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends the tool
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert out.count(f"stopping on signal {int(signal.SIGINT)}") == 2, out
+    assert "killed" not in err and "error" not in err, err
 
 
 def test_tf_config_tool_prints_one_workers_config():

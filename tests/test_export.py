@@ -152,13 +152,21 @@ def test_round_trip_in_a_fresh_process(exported, tmp_path):
     assert "image_bytes[1] is not a JPEG, PNG, GIF or BMP image" in error
 
 
+def saved_model_cli() -> list[str]:
+    """TensorFlow's ``saved_model_cli`` of the Python running the tests (no PATH needed)."""
+    script = Path(sys.executable).parent / "saved_model_cli"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+
+
 def test_saved_model_cli_runs_the_bytes_signature(exported, tmp_path):
     _, result = exported
     image = np.full((20, 20, 3), 128, np.uint8)
     np.save(tmp_path / "bytes.npy", np.array([_png(image)], dtype=object), allow_pickle=True)
     out = subprocess.run(
         [
-            "saved_model_cli",
+            *saved_model_cli(),
             "run",
             "--dir",
             str(result.saved_model),

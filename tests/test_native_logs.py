@@ -55,3 +55,18 @@ def test_importing_the_library_prints_no_error_line():
     errors = [line for line in proc.stderr.splitlines() if line.startswith(("E0", "F0"))]
     assert not errors, errors
     assert "cuInit" not in proc.stderr
+
+
+def test_nothing_written_to_stderr_after_the_last_words_is_shown():
+    code = (
+        "import os, sys\n"
+        "from il_tf.native_logs import drop_stderr_from_now\n"
+        "print('error: the one line', file=sys.stderr)\n"
+        "drop_stderr_from_now()\n"
+        "os.write(2, b'E0000 ring_alg.cc:291] Aborting RingReduce\\n')\n"
+        "print('more', file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stderr == "error: the one line\n", proc.stderr

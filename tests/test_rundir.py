@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -224,6 +225,41 @@ def test_only_the_chief_locks_and_writes(tmp_path):
         assert not scratch.exists() and not scratch.parent.exists()
         assert chief.scratch("checkpoints") == tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [rundir.LOCK_FILE]
+
+
+def test_a_killed_workers_scratch_is_removed_by_the_next_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with RunDir(tmp_path / "run", "search", chief=False) as worker:
+            dead_folder = worker.scratch("checkpoints").parent
+            owner = json.loads((dead_folder / rundir.SCRATCH_OWNER_FILE).read_text())
+            assert owner == {"host": socket.gethostname(), "pid": os.getpid()}
+            # As if another worker process made it and was killed (kill -9 skips __exit__).
+            worker._scratch = None
+        killed.kill()
+        killed.wait()
+        folders = {"dead": dead_folder}
+        for name, host, pid in [
+            ("running", socket.gethostname(), alive.pid),
+            ("other_host", "elsewhere", killed.pid),
+        ]:
+            folders[name] = tmp_path / "tmp" / f"il_tf_search_worker_{name}"
+            folders[name].mkdir()
+            rundir.write_json(folders[name] / rundir.SCRATCH_OWNER_FILE, {"host": host, "pid": pid})
+        folders["no_owner"] = tmp_path / "tmp" / "il_tf_train_worker_old"
+        folders["no_owner"].mkdir()
+        rundir.write_json(dead_folder / rundir.SCRATCH_OWNER_FILE, {**owner, "pid": killed.pid})
+        with RunDir(tmp_path / "run", "search", chief=False) as worker:
+            mine = worker.scratch("checkpoints").parent
+            assert not folders["dead"].exists()
+            assert all(folders[n].is_dir() for n in ("running", "other_host", "no_owner"))
+        assert not mine.exists()
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 # ------------------------------------------------------------------------------ restarts

@@ -8,7 +8,9 @@ worker 0 is the chief), so the command runs under ``MultiWorkerMirroredStrategy`
 as it would on N machines. Output lines are prefixed with ``[worker i]``. Exits when every
 worker has exited: 0 if all succeeded, else the first failing worker's code; once a
 worker has failed, the others are killed after ``--grace`` seconds if they have not
-stopped by themselves. GPUs are hidden from the workers unless ``--gpus``.
+stopped by themselves. Ctrl-C is passed on to every worker (a search or training stops at
+its next step with a checkpoint); a second Ctrl-C kills them. GPUs are hidden from the
+workers unless ``--gpus``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def main(argv):
     cluster = LocalCluster(command, workers=FLAGS.workers, gpus=FLAGS.gpus)
     try:
         code = cluster.run(timeout=FLAGS.timeout, grace=FLAGS.grace)
-    except KeyboardInterrupt:
-        print("interrupted: workers killed", file=sys.stderr)
+    except KeyboardInterrupt:  # the second Ctrl-C: the first was passed on to the workers
+        print("interrupted again: workers killed", file=sys.stderr)
         return 130
     except subprocess.TimeoutExpired:
         print(
@@ -50,7 +52,7 @@ def main(argv):
             file=sys.stderr,
         )
         return 1
-    if code:
+    if code and code not in (130, 143):  # stopped by Ctrl-C or SIGTERM: they said so
         print(f"error: a worker failed (exit code {code})", file=sys.stderr)
     return code
 

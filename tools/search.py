@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from il_tf import cli  # noqa: E402
+from il_tf import cli, interrupts  # noqa: E402
 
 FLAGS = flags.FLAGS
 cli.define_gin_flags()
@@ -39,13 +39,19 @@ flags.DEFINE_bool(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Ctrl-C / SIGTERM: stop at the next iteration with a checkpoint (exit 130 / 143).
+    with interrupts.handled():
+        search()
+
+
+def search() -> None:
     cli.quiet_tensorflow_logs()
     config_text = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     from il_tf.learning import progressive
     from il_tf.learning.search import SearchConfig, SearchError, run_search
 
     workdir = cli.workdir_for(FLAGS.workdir, FLAGS.gin_file, "search")
-    # settings, data, workdir (RunDirError); a lost worker of a cluster
+    # settings, data, workdir (RunDirError); a lost worker of a cluster; a signal
     with cli.one_line_errors(workdir, (ValueError, SearchError)):
         config = cli.configured(SearchConfig)
         stages = (

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from il_tf import cli  # noqa: E402
+from il_tf import cli, interrupts  # noqa: E402
 
 FLAGS = flags.FLAGS
 cli.define_gin_flags()
@@ -38,6 +38,12 @@ flags.mark_flag_as_required("genotype")
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Ctrl-C / SIGTERM: stop at the next step with a checkpoint (exit 130 / 143).
+    with interrupts.handled():
+        train()
+
+
+def train() -> None:
     import tensorflow as tf
 
     tf.get_logger().setLevel("WARNING")
@@ -49,7 +55,8 @@ def main(argv: list[str]) -> None:
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     config_text = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
     workdir = cli.workdir_for(FLAGS.workdir, FLAGS.gin_file, "train")
-    # bad settings, genotype, data or workdir (RunDirError); a lost worker of a cluster
+    # bad settings, genotype, data or workdir (RunDirError); a lost worker of a cluster;
+    # a signal
     with cli.one_line_errors(workdir):
         genotype = load_genotype(FLAGS.genotype)
         results = cli.configured(

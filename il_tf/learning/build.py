@@ -13,6 +13,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 
+import keras
 import tensorflow as tf
 
 from il_tf.learning.engine import SearchEngine
@@ -36,7 +37,8 @@ class LearnerShape:
 
 
 def build_model(config: SearchConfig, learners: Sequence[LearnerShape], plan: Plan) -> SearchModel:
-    """The search model of ``config``: its supernet, one head per learner, α (float32)."""
+    """The search model of ``config``: its supernet, one head per learner, α (Keras' floatx:
+    float32 unless a float64 run was asked for, as the equality tests do)."""
     return build_search_model(
         plan.supernet(config),
         [d.num_classes for d in learners],
@@ -44,8 +46,8 @@ def build_model(config: SearchConfig, learners: Sequence[LearnerShape], plan: Pl
         seed=config.seed,
         head_names=[f"head_{d.name}" for d in learners],
         mixed_precision=config.mixed_precision,
-        # α and β stay float32 whatever the layers compute in.
-        arch_dtype="float32",
+        # α and β stay in floatx (float32) whatever the layers compute in (bfloat16).
+        arch_dtype=keras.config.floatx(),
         aux_skip=AuxSkipSettings(),
     )
 

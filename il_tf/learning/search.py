@@ -13,6 +13,7 @@ the checkpointed state (``il_tf/learning/run_state.py``) and what the user sees
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from il_tf import distribute, legacy, rundir
+from il_tf import distribute, interrupts, legacy, rundir
 from il_tf.data.learners import LearnerData, build_learner_data
 from il_tf.learning import reporting
 from il_tf.learning.build import build_engine
@@ -149,6 +150,10 @@ class _Run:
             stats = state.running_stats(it)
             self.progress.start_epoch(epoch)
             while it < (epoch + 1) * self.ipe:
+                # SIGINT/SIGTERM (tools/search.py): a checkpoint here, then Interrupted.
+                interrupts.stop_if_requested(
+                    self.strategy, functools.partial(state.save, it, stats), it
+                )
                 self._iteration(it, epoch, inputs.next(), stats)
                 it += 1
                 state.advance(it)

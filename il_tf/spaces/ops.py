@@ -218,15 +218,23 @@ class SearchBatchNorm(keras.layers.Layer):
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         if self.synchronized and replicas > 1:
-            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
-            local = tf.concat(
-                [tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes), count[None]], 0
-            )
-            total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+            # Each replica's count, mean and sum of squared deviations, gathered exactly
+            # (every replica fills its own row, the others add zeros), then combined as
+            # in Chan et al.'s parallel variance: the two-pass statistics one device takes,
+            # up to summation order. (E[x²] - E[x]² would lose float32 digits whenever the
+            # mean is large against the spread.)
             channels = tf.shape(x)[-1]
-            n = total[-1]
-            mean = total[:channels] / n
-            var = total[channels : 2 * channels] / n - tf.square(mean)
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+            local_mean = tf.reduce_mean(x, axes)
+            local_m2 = tf.reduce_sum(tf.square(x - local_mean), axes)
+            local = tf.concat([count[None], local_mean, local_m2], 0)
+            row = tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=x.dtype)
+            rows = ctx.all_reduce(tf.distribute.ReduceOp.SUM, row[:, None] * local[None, :])
+            counts, means = rows[:, :1], rows[:, 1 : 1 + channels]
+            n = tf.reduce_sum(counts)
+            mean = tf.reduce_sum(counts * means, 0) / n
+            spread = tf.reduce_sum(counts * tf.square(means - mean), 0)
+            var = (tf.reduce_sum(rows[:, 1 + channels :], 0) + spread) / n
         elif x.dtype in (tf.float32, tf.float16, tf.bfloat16):
             # One fused op instead of ~10: a much smaller graph, and its gradient
             # of gradient is exact (checked against float64 in the tests).

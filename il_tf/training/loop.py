@@ -45,7 +45,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from il_tf import distribute, rundir
+from il_tf import distribute, interrupts, rundir
 from il_tf.data.learners import Learner, LearnerData, build_learner_data
 from il_tf.models.flops import complexity
 from il_tf.models.networks import NetworkConfig
@@ -375,10 +375,6 @@ class _Run:
             if self.progress != "none":
                 print(line, flush=True)
         if self.step < self.total_steps:
-            logging.info(
-                "stopped at step %d of %d (steps_per_run=%d); run again to continue",
-                self.step, self.total_steps, config.steps_per_run,
-            )  # fmt: skip
             return {"finished": False, "step": self.step, "total_steps": self.total_steps}
         return self._results()
 
@@ -397,6 +393,10 @@ class _Run:
         sums: dict[str, float] = {}
         first, start = self.step, time.perf_counter()
         while self.step < end:
+            # SIGINT/SIGTERM (tools/train.py): a checkpoint here, then Interrupted.
+            interrupts.stop_if_requested(
+                self.strategy, lambda: self._save(self.last), self.step, "step"
+            )
             # Drop-path masks are a function of (seed, step): a resumed run draws the same.
             seed = tf.constant([config.seed, self.step], tf.int64)
             out = {k: float(v) for k, v in trainer.train_step(next(iterator), seed).items()}
@@ -483,10 +483,6 @@ class _Run:
         }
         if self.run.chief:
             rundir.write_json(self.workdir / RESULTS_FILE, results)
-        logging.info(
-            "test top-1 %.2f%% top-5 %.2f%% -> %s",
-            test["top1"], test["top5"], self.workdir / RESULTS_FILE,
-        )  # fmt: skip
         return results
 
 

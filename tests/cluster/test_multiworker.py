@@ -7,6 +7,8 @@ Slow (minutes each: two processes trace the step functions on 2 shared cores).
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -45,8 +47,8 @@ def search_command(workdir: Path, method: str) -> list[str]:
     ]
 
 
-def run_cluster(command: list[str], workers: int = 2) -> LocalCluster:
-    cluster = LocalCluster(command, workers=workers, cwd=PROJECT_ROOT, out=None)
+def run_cluster(command: list[str], workers: int = 2, env: dict | None = None) -> LocalCluster:
+    cluster = LocalCluster(command, workers=workers, env=env, cwd=PROJECT_ROOT, out=None)
     code = cluster.run(timeout=TIMEOUT)
     assert code == 0, "\n".join(cluster.lines[-60:])
     return cluster
@@ -167,7 +169,10 @@ def test_killed_worker_stops_the_other_and_a_restart_resumes(two_worker_searches
     cluster.wait()
     chief_output = cluster.output(0)
     assert chief.returncode == 1, chief_output[-3000:]
-    assert "error: lost contact with another worker of the cluster" in chief_output
+    # The one line is the last thing the chief says (no gRPC lines after it).
+    assert chief_output.splitlines()[-1].startswith(
+        "error: lost contact with another worker of the cluster"
+    ), chief_output[-3000:]
     assert "Traceback" not in chief_output
     assert not (workdir / "genotype.json").exists() or genotype_record(workdir)["iteration"] < 4
     print(f"the chief stopped {waited:.1f} s after the other worker was killed")
@@ -176,3 +181,52 @@ def test_killed_worker_stops_the_other_and_a_restart_resumes(two_worker_searches
     for worker in (0, 1):
         assert "resumed from" in restarted.output(worker)
     assert_same_search(workdir, two_worker_searches(method))
+
+
+# What a search writes per epoch; a resumed search writes the same bytes.
+RESULT_FILES = (
+    "metrics.jsonl",
+    "genotype.json",
+    "genotypes/epoch_001.json",
+    "genotypes/epoch_002.json",
+)
+INTERRUPTED = re.compile(
+    r"interrupted at iteration (\d+); checkpoint written; run the same command to resume"
+)
+
+
+def test_sigterm_to_one_worker_stops_both_at_one_iteration_and_a_restart_resumes(
+    two_worker_searches, tmp_path
+):
+    method = "chain_finite_difference"
+    workdir = tmp_path / "sigterm"
+    cluster = LocalCluster(search_command(workdir, method), cwd=PROJECT_ROOT, out=None).start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (workdir / "checkpoints" / "ckpt-1.index").exists():
+            assert cluster.processes[0].poll() is None, "\n".join(cluster.lines[-40:])
+            assert time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.2)
+        cluster.kill(1, signal.SIGTERM)  # as a scheduler preempting one machine would
+        codes = cluster.wait(timeout=TIMEOUT)
+    finally:
+        cluster.kill_all()
+    assert codes == [143, 143], "\n".join(cluster.lines[-60:])
+    stops = set()
+    for worker in (0, 1):
+        output = cluster.output(worker)
+        assert "Traceback" not in output, output[-3000:]
+        said = [line for line in output.splitlines() if "interrupted" in line]
+        assert len(said) == 1 and output.splitlines()[-1] == said[0], output[-3000:]
+        stops.add(int(INTERRUPTED.fullmatch(said[0]).group(1)))
+    (stop,) = stops  # both workers stopped at the same iteration, with its checkpoint
+    pointer = (workdir / "checkpoints" / "checkpoint").read_text()
+    assert f'model_checkpoint_path: "ckpt-{stop}"' in pointer
+    restarted = run_cluster(search_command(workdir, method))
+    for worker in (0, 1):
+        assert f"resumed from {workdir / 'checkpoints' / f'ckpt-{stop}'}" in restarted.output(
+            worker
+        )
+    reference = two_worker_searches(method)
+    for name in RESULT_FILES:
+        assert (workdir / name).read_bytes() == (reference / name).read_bytes(), name

@@ -53,9 +53,9 @@ def command(workdir: Path, fault: str | None = None) -> list[str]:
     return [sys.executable, str(DRIVER), fault, *args]
 
 
-def run(workdir: Path, fault: str | None = None, timeout: float = 900):
+def run(workdir: Path, fault: str | None = None, timeout: float = 900, extra=()):
     return subprocess.run(
-        command(workdir, fault),
+        command(workdir, fault) + list(extra),
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,
@@ -119,6 +119,28 @@ def test_a_workdir_under_a_file_is_a_one_line_error(tmp_path):
     line = error_line(run(tmp_path / "file" / "run", timeout=300))
     assert f"{tmp_path / 'file'} exists and is not a directory" in line
     assert (tmp_path / "file").read_text() == ""
+
+
+@pytest.mark.parametrize(
+    "binding, line",
+    [
+        (
+            "Foo.bar = 1",
+            "error: bad gin config: No configurable matching 'Foo'. "
+            f"(In bindings string line {len(TINY) + 1}: Foo.bar = 1)",
+        ),
+        (
+            "SearchConfig.epochs = 0",
+            "error: SearchConfig.epochs must be an int >= 1, got 0 (gin: SearchConfig.epochs = ...)",
+        ),
+    ],
+)
+def test_a_bad_setting_is_the_only_line_on_stderr(tmp_path, binding, line):
+    proc = run(tmp_path / "run", extra=[f"--gin_bindings={binding}"], timeout=300)
+    assert proc.returncode == 1
+    # Once: no absl "E... cli.py:NN]" line repeats it.
+    assert proc.stderr.splitlines() == [line], proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_data_error_writes_nothing(tmp_path):
