@@ -65,7 +65,8 @@ def build_search_model(
         The supernet must read it (``reads_aux_skip``, both of il_tf's do).
 
     Every weight is created here (the supernet and heads are called once on zeros of
-    each learner's shape).
+    each learner's shape). The supernet's initial weights and the logits depend on the
+    seeds only, not on the number of learners or their classes.
     """
     num_classes = list(num_classes)
     if not num_classes:
@@ -96,9 +97,6 @@ def build_search_model(
                 "auxiliary skip connection; use @darts_supernet or @nb201_supernet, or "
                 "AuxSkipSettings.start = 0"
             )
-        heads = [
-            keras.layers.Dense(n, name=name) for n, name in zip(num_classes, names, strict=True)
-        ]
     finally:
         keras.config.set_dtype_policy(previous)
     arch = Architecture(
@@ -109,9 +107,22 @@ def build_search_model(
     )
     # One (eager, slow) supernet call per distinct input shape builds every weight.
     features = {}
-    for shape, head in zip(shapes, heads, strict=True):
+    for shape in shapes:
         if shape not in features:
             zeros = tf.zeros((2, *shape), encoder.compute_dtype)
             features[shape] = encoder(zeros, arch.tensors())
+    # The heads are made after the supernet's weights: their initializers draw seeds from
+    # the same global stream, so made first they would make the supernet's initial weights
+    # depend on the number of learners (a one-learner and a two-learner search of one seed
+    # would start from different supernets).
+    if mixed_precision:
+        keras.config.set_dtype_policy(mixed_precision)
+    try:
+        heads = [
+            keras.layers.Dense(n, name=name) for n, name in zip(num_classes, names, strict=True)
+        ]
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for shape, head in zip(shapes, heads, strict=True):
         head(features[shape])
     return SearchModel(encoder, heads, arch)
