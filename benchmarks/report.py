@@ -70,9 +70,11 @@ def machine() -> dict:
 
 
 def command_line() -> str:
-    """This process's command, as it would be typed from the repository root."""
+    """This process's command, as typed from the repository root, without the output
+    flags (--json, --markdown): where the results go does not change them."""
     script = os.path.relpath(os.path.abspath(sys.argv[0]), REPO)
-    return shlex.join(["python", script, *sys.argv[1:]])
+    args = [a for a in sys.argv[1:] if not a.startswith(("--json=", "--markdown="))]
+    return shlex.join(["python", script, *args])
 
 
 def caption(info: dict, command: str) -> str:
