@@ -289,7 +289,7 @@ def random_search_reference(valid: Sequence[float], test: Sequence[float], n: in
     best ``valid`` value (ties broken uniformly); returns the mean and std of the kept
     cell's ``test`` value, from the distribution of the maximum of ``n`` draws.
     """
-    if n < 1 or len(valid) != len(test) or not valid:
+    if n < 1 or len(valid) != len(test) or len(valid) == 0:
         raise ValueError(f"need n >= 1 and equal, non-empty valid/test lists, got n={n}")
     total = len(valid)
     order = np.argsort(np.asarray(valid, np.float64), kind="stable")
