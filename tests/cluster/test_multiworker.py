@@ -7,6 +7,7 @@ Slow (minutes each: two processes trace the step functions on 2 shared cores).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -230,3 +231,69 @@ def test_sigterm_to_one_worker_stops_both_at_one_iteration_and_a_restart_resumes
     reference = two_worker_searches(method)
     for name in RESULT_FILES:
         assert (workdir / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+# The quick start's own search (gin_configs/quickstart.gin), cut to one epoch of 4
+# iterations.
+QUICKSTART = [
+    f"--gin_file={PROJECT_ROOT / 'gin_configs' / 'quickstart.gin'}",
+    "--gin_bindings=SearchConfig.epochs = 1",
+    "--gin_bindings=SearchConfig.iterations_per_epoch = 4",
+]
+
+
+def keras_home(root: Path, floatx: str) -> dict[str, str]:
+    """The environment of a process whose Keras layers, weights and α are ``floatx``."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "keras.json").write_text(json.dumps({"floatx": floatx, "backend": "tensorflow"}))
+    return {"KERAS_HOME": str(root)}
+
+
+def alpha_gap(a: Path, b: Path) -> tuple[float, float]:
+    """The largest |Δα| between two searches, and the largest |α| of the first."""
+    ra, rb = genotype_record(a), genotype_record(b)
+    assert ra["iteration"] == rb["iteration"] == 4
+    gap = max(np.abs(np.subtract(ra["alpha"][n], rb["alpha"][n])).max() for n in ra["alpha"])
+    size = max(np.abs(ra["alpha"][n]).max() for n in ra["alpha"])
+    return float(gap), float(size)
+
+
+@pytest.mark.parametrize("floatx", ["float64", "float32"])
+def test_two_workers_against_one_process_on_the_quickstart(tmp_path, floatx):
+    env = keras_home(tmp_path / "keras", floatx)
+    search = [sys.executable, str(PROJECT_ROOT / "tools" / "search.py"), *QUICKSTART]
+    one = subprocess.run(
+        [*search, f"--workdir={tmp_path / 'one'}"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    run_cluster([*search, f"--workdir={tmp_path / 'two'}"], env=env)
+    gap, size = alpha_gap(tmp_path / "one", tmp_path / "two")
+    print(f"{floatx}: max |Δα| {gap:.3g} (max |α| {size:.3g})")
+    reader = tf.train.load_checkpoint(str(tmp_path / "two" / "checkpoints"))
+    arch = [n for n in reader.get_variable_to_dtype_map() if n.startswith("arch/")]
+    assert arch and all(reader.get_variable_to_dtype_map()[n].name == floatx for n in arch)
+    if floatx == "float64":
+        # The same computation: only the order of summation differs, at float64 rounding.
+        assert gap < 1e-12
+        assert (
+            genotype_record(tmp_path / "one")["genotype"]
+            == (genotype_record(tmp_path / "two")["genotype"])
+        )
+        return
+    # float32: the same computation, rounded differently (the order of the sums). The
+    # finite-difference links (÷ 2ε) make that rounding as large as some hypergradient
+    # entries, and Adam's normalized steps pass it on in full: α differs by up to a few
+    # steps of arch_lr, which no tolerance on α can tell from an error, and the genotype
+    # may differ. The losses are the check: they agree to a fraction of a percent.
+    ends = [
+        json.loads((tmp_path / w / "metrics.jsonl").read_text().splitlines()[-1])["learners"]
+        for w in ("one", "two")
+    ]
+    for learner, entry in ends[0].items():
+        for name in ("train_loss", "val_loss", "hypergradient_val_loss"):
+            assert ends[1][learner][name] == pytest.approx(entry[name], rel=2e-2), (learner, name)
