@@ -256,6 +256,7 @@ def checkpoint_tensors(directory: Path) -> dict[str, np.ndarray]:
     return {name: reader.get_tensor(name) for name in names}
 
 
+@pytest.mark.slow
 def test_training_sigterm_mid_epoch_resumes_exactly(tmp_path):
     reference = run_to_end("train.py", tmp_path / "reference", TRAIN)
     workdir = tmp_path / "run"

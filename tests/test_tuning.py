@@ -433,6 +433,7 @@ def run_tool(*args, timeout=600):
     )
 
 
+@pytest.mark.slow
 def test_tool_random_nb201(tmp_path, synthetic_table):
     args = [
         "--gin_file=gin_configs/tune/random_nb201.gin",
@@ -452,6 +453,7 @@ def test_tool_random_nb201(tmp_path, synthetic_table):
     assert "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow
 def test_tool_random_darts_trains_the_sampled_cells(tmp_path):
     project = tmp_path / "p"
     result = run_tool(

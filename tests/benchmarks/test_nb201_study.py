@@ -29,6 +29,7 @@ def _run(cmd):
     )
 
 
+@pytest.mark.slow
 def test_nb201_study_tiny(tmp_path, cifar10_folder, nb201_table_path):
     work = tmp_path / "work"
     cmd = [
@@ -187,6 +188,7 @@ def test_nb201_study_reports_from_a_ledger_alone(tmp_path):
     assert old.returncode != 0 and "has no 'setting'" in old.stderr
 
 
+@pytest.mark.slow
 def test_nb201_study_rejects_bad_flags(tmp_path):
     for flag, msg in [
         ("--partition=0,1/1,2", "classes [1] are in more than one learner"),
@@ -198,6 +200,7 @@ def test_nb201_study_rejects_bad_flags(tmp_path):
         assert msg in proc.stderr
 
 
+@pytest.mark.slow
 def test_nb201_study_refuses_a_workdir_another_study_holds(tmp_path):
     from il_tf.rundir import locked
 

@@ -86,7 +86,9 @@ def test_a_first_call_reports_its_tracing_apart_and_its_graph(bench):
     "flag, message",
     [
         ("--edges=bogus", "--edges=['bogus']: 'auto', 'wide' and/or 'single' allowed"),
-        ("--cell_parts=6", "--cell_parts=6: 1 to 5 (steps + 1) allowed"),
+        pytest.param(
+            "--cell_parts=6", "--cell_parts=6: 1 to 5 (steps + 1) allowed", marks=pytest.mark.slow
+        ),
     ],
 )
 def test_a_bad_supernet_form_is_a_one_line_usage_error(flag, message):
@@ -107,8 +109,11 @@ def test_the_markdown_table_has_a_row_per_case_and_names_a_failure(bench):
     fd.update(passes=10.0, passes_cpu=9.5, expected_passes=18)
     failed = {"config": "S", "learners": 2, "method": "unrolled", "error": "killed by SIGKILL"}
     rows = bench.markdown([{**base, "method": "forward_backward"}, fd, failed]).splitlines()
-    assert rows[2] == "| S | 1, 1 | forward_backward | 10.0 | 400 (390–420) | 1 (base) | 1 | 1800 |"
-    assert rows[3] == (
-        "| S | 2, 2 | chain_finite_difference | 10.0 | 4000 (390–420) | 10.00 (9.50) | 18 | 1800 |"
+    assert (
+        rows[2]
+        == "| darts | S | 1, 1 | forward_backward | 10.0 | 400 (390–420) | 1 (base) | 1 | 1800 |"
     )
-    assert rows[4].startswith("| S | 2, 2 | unrolled | failed: killed by SIGKILL |")
+    assert rows[3] == (
+        "| darts | S | 2, 2 | chain_finite_difference | 10.0 | 4000 (390–420) | 10.00 (9.50) | 18 | 1800 |"
+    )
+    assert rows[4].startswith("| darts | S | 2, 2 | unrolled | failed: killed by SIGKILL |")

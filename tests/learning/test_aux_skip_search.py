@@ -66,6 +66,7 @@ def check_against_differences(steps: StepFunctions) -> None:
     assert dict(steps.trace_counts) == traces
 
 
+@pytest.mark.slow
 def test_hypergradient_with_aux_skip_matches_differences_nb201():
     check_against_differences(
         make_steps(lambda: NB201Supernet(channels=4, cells_per_stage=1, activation="softplus"))
@@ -91,6 +92,7 @@ def aux_skip_on():
         gin.clear_config()
 
 
+@pytest.mark.slow
 def test_search_decays_the_weight_and_resumes(tmp_path, aux_skip_on):
     config = tiny_config(method="first_order")
     run_search(config, tmp_path / "full")

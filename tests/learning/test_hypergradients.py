@@ -85,6 +85,7 @@ def rel_diff(a, b) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+@pytest.mark.slow
 def test_chain_exact_equals_unrolled(smooth):
     # K=2, R=2, T=2, λ=0.1: T=2 so that the proximity term (zero at a stage's
     # first step) couples each stage to the encoder it was handed.
@@ -152,6 +153,7 @@ def test_chain_finite_difference_agrees_with_exact_on_darts_ops():
     assert cosine(run("chain_finite_difference", steps, inputs), exact) > 0.99
 
 
+@pytest.mark.slow
 def test_zero_step_size_reduces_every_method_to_first_order(smooth):
     inputs = make_inputs(smooth, lr=0.0)
     first = run("first_order", smooth, inputs)

@@ -15,6 +15,7 @@ from il_tf.spaces.genotypes import load_genotype_with_metadata
 from il_tf.spaces.nb201_genotype import NB201Genotype
 
 
+@pytest.mark.slow
 def test_nb201_search_reports_lookup(tmp_path, cifar10_folder, nb201_table_path, capsys):
     source = ImageFolderSource(str(cifar10_folder))
     learners = (

@@ -56,7 +56,7 @@ def _pc_inputs(model, num_learners, rounds, proximity):
 @pytest.mark.parametrize(
     "num_learners, rounds, proximity",
     [
-        (1, 1, 0.0),
+        pytest.param(1, 1, 0.0, marks=pytest.mark.slow),
         # The chain at K=2 is checked on the plain supernet by test_hypergradients.py.
         pytest.param(2, 1, 0.1, marks=pytest.mark.slow),
     ],
@@ -96,7 +96,9 @@ def test_chain_exact_with_beta_equals_differences(float64, num_learners, rounds,
             assert abs(numeric - analytic) < 1e-4 * abs(analytic), (numeric, analytic)
 
 
-@pytest.mark.parametrize("method", ["first_order", "per_learner_finite_difference"])
+@pytest.mark.parametrize(
+    "method", ["first_order", pytest.param("per_learner_finite_difference", marks=pytest.mark.slow)]
+)
 def test_every_method_gives_beta_a_gradient(float64, method):
     model = build_pc_model(num_classes=(3, 4))
     with eagerly():
@@ -281,6 +283,7 @@ def test_progressive_final_genotype_has_capped_skips(full_run):
     assert sum(op == "skip_connect" for op, _ in capped.normal) <= 1
 
 
+@pytest.mark.slow
 def test_progressive_resume_across_a_stage_boundary(full_run, tmp_path):
     config = tiny_progressive_config()
     # Stage 1 has 2 iterations: stop after 1 iteration of stage 2.
@@ -315,6 +318,7 @@ def test_progressive_refuses_a_workdir_of_other_stages(full_run, tmp_path):
         run_progressive(tiny_progressive_config(), other, tmp_path)
 
 
+@pytest.mark.slow
 def test_progressive_extends_only_its_last_stage_and_only_when_asked(full_run, tmp_path):
     import shutil
 

@@ -40,7 +40,11 @@ def _whole_network_link(steps, learners, arch, enc, heads, batches, lr, v_enc, v
 
 @pytest.mark.parametrize(
     "learners, cell_parts",
-    [((0,), 1), ((0, 1), 1), ((0,), 3)],
+    [
+        pytest.param((0,), 1, marks=pytest.mark.slow),
+        pytest.param((0, 1), 1, marks=pytest.mark.slow),
+        ((0,), 3),
+    ],
     ids=["one learner", "joint stage", "cells in 3 parts"],
 )
 def test_segmented_exact_link_equals_the_whole_network_product(float64, learners, cell_parts):
@@ -87,7 +91,11 @@ def _pc_model(**supernet):
 
 @pytest.mark.parametrize(
     "learners, cell_parts",
-    [((0,), 1), ((1, 0), 1), ((0,), 5)],
+    [
+        pytest.param((0,), 1, marks=pytest.mark.slow),
+        pytest.param((1, 0), 1, marks=pytest.mark.slow),
+        pytest.param((0,), 5, marks=pytest.mark.slow),
+    ],
     ids=["one learner", "joint stage", "cells in 5 parts"],
 )
 def test_segmented_gradient_equals_the_whole_network_gradient(float64, learners, cell_parts):
@@ -119,6 +127,7 @@ def _assert_close(got, want, rtol=1e-12):
         assert float(tf.reduce_max(tf.abs(a - b))) <= rtol * max(scale, 1.0)
 
 
+@pytest.mark.slow
 def test_segments_of_one_kind_share_their_compiled_functions(float64):
     # Two cells per stage: the second cell of a stage runs the first one's compiled
     # functions with its own weights, and the sweeps still equal the whole network.

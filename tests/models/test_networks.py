@@ -80,6 +80,7 @@ def test_darts_v2_cifar_has_the_reference_parameter_count():
     assert count_parameters(model, include_auxiliary=True) > 3_349_342
 
 
+@pytest.mark.slow
 def test_darts_v2_imagenet_parameters_and_multiply_adds():
     genotype = get_published("DARTS_V2")
     config = NetworkConfig(kind="imagenet", channels=48, layers=14)
@@ -92,7 +93,10 @@ def test_darts_v2_imagenet_parameters_and_multiply_adds():
     assert size.macs == 529_911_552
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+@pytest.mark.parametrize(
+    "name",
+    [n if n == "DARTS_V2" else pytest.param(n, marks=pytest.mark.slow) for n in sorted(PUBLISHED)],
+)
 def test_graph_count_matches_hand_count(name):
     # Small odd input sizes exercise the dilated convs' space-to-batch and odd reductions.
     genotype = get_published(name)

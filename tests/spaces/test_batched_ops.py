@@ -68,9 +68,9 @@ def _derivatives(net, images, arch, direction):
     "settings",
     [
         {},
-        {"partial_channels": 2},
-        {"skip_dropout": 0.3},
-        {"aux_skip": 0.4},
+        pytest.param({"partial_channels": 2}, marks=pytest.mark.slow),
+        pytest.param({"skip_dropout": 0.3}, marks=pytest.mark.slow),
+        pytest.param({"aux_skip": 0.4}, marks=pytest.mark.slow),
         {"ops": PER_EDGE_OPS},
     ],
     ids=["darts", "pc_darts", "skip_dropout", "aux_skip", "per_edge_ops"],
@@ -105,6 +105,7 @@ def _gradient_graph_ops(net, images, arch) -> int:
     return len(graph.get_operations())
 
 
+@pytest.mark.slow
 def test_wide_edges_make_a_smaller_graph():
     wide, per_edge, images, arch = _pair()
     images, arch = tf.cast(images, tf.float32), {k: tf.cast(v, tf.float32) for k, v in arch.items()}

@@ -378,6 +378,7 @@ def float64_unrolled():
     return weights, alpha, step(weights, alpha), tf.function(step)(weights, alpha)
 
 
+@pytest.mark.slow
 def test_double_gradient_graph_equals_eager(float64_unrolled):
     _, _, eager, graph = float64_unrolled
     assert len(eager) == len(graph) > 1
@@ -387,6 +388,7 @@ def test_double_gradient_graph_equals_eager(float64_unrolled):
     assert float(tf.reduce_max(tf.abs(eager[0]))) > 1e-3  # α gets a real hypergradient
 
 
+@pytest.mark.slow
 def test_double_gradient_float32_graph_matches_float64(float64_unrolled):
     """The float32 path (fused BN) in graph mode agrees with the float64 reference."""
     weights64, alpha, reference, _ = float64_unrolled

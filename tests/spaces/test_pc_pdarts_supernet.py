@@ -125,6 +125,7 @@ def test_supernet_with_k1_and_no_beta_equals_the_plain_supernet():
     np.testing.assert_array_equal(same(x, arch), plain(x, arch))
 
 
+@pytest.mark.slow
 def test_pc_supernet_shapes_and_parameter_savings():
     plain = darts_supernet(channels=8, num_cells=3)
     pc = darts_supernet(channels=8, num_cells=3, partial_channels=4)
@@ -304,6 +305,7 @@ def test_skip_dropout_in_the_supernet_is_deterministic_and_only_on_identity_skip
 # ----------------------------------------------------------------------------- second order
 
 
+@pytest.mark.slow
 def test_pc_supernet_double_gradient_graph_equals_eager(float64):
     """Hypergradient through one SGD step w.r.t. α, β and weights, graph vs eager.
 

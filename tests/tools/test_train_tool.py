@@ -105,6 +105,7 @@ def test_a_different_run_on_the_same_workdir_is_refused(interrupted_then_resumed
     assert {p: p.read_bytes() for p in workdir.glob("*.json")} == before
 
 
+@pytest.mark.slow
 def test_more_epochs_only_with_extend(interrupted_then_resumed, tmp_path):
     import shutil
 

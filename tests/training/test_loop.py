@@ -229,6 +229,7 @@ _TRAINER_TWO_REPLICAS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_full_train_step_under_two_replicas_in_float16():
     out = _run_script(_TRAINER_TWO_REPLICAS)
     assert out.stdout.strip().splitlines()[-1].startswith("identical"), out.stdout
