@@ -1,5 +1,9 @@
 """Pictures of a search: each edge's α softmax over the epochs, and the looked-up accuracy.
 
+The α panels show each op's softmax minus the uniform share 1/num_ops, on one axis
+scaled to the largest deviation of the run: early in a search α moves by far less than
+the 0–1 range of a softmax, and on that range every line would look flat.
+
 Read from the per-epoch records a search already writes (``genotypes/epoch_NNN.json``:
 the α logits and, with a NAS-Bench-201 table, the looked-up accuracies), so a plot can
 be redrawn from any finished or interrupted workdir.
@@ -15,6 +19,8 @@ import numpy as np
 
 #: The PNG written next to ``genotype.json``.
 PLOT_NAME = "alpha.png"
+# The α panels' y-axis spans at least ±this (see deviation_limit).
+_MIN_DEVIATION_LIMIT = 1e-4
 NB201_FIELDS = (
     ("cifar10_test", "CIFAR-10"),
     ("cifar100_test", "CIFAR-100"),
@@ -58,20 +64,34 @@ def alpha_history(records: Sequence[dict]) -> tuple[list[int], dict[str, np.ndar
     return epochs, {k: np.stack(v) for k, v in per_name.items()}
 
 
-def write_search_plot(
-    workdir: str | Path,
-    op_names: Sequence[str] | Mapping[str, Sequence[str]],
-    path: str | Path | None = None,
-) -> Path | None:
-    """Draws the workdir's α softmax per edge over the epochs (and NAS-Bench-201 look-ups).
+def deviation_from_uniform(weights: np.ndarray) -> np.ndarray:
+    """Each op's softmax minus the uniform share ``1 / num_ops`` (ops on the last axis)."""
+    weights = np.asarray(weights, np.float64)
+    return weights - 1.0 / weights.shape[-1]
 
-    ``op_names`` names the ops: one list for every tensor, or one per tensor name.
-    Returns the PNG's path, or None when the workdir has no epoch record yet.
+
+def deviation_limit(deviations: Sequence[np.ndarray]) -> float:
+    """The half-height of the α panels' shared y-axis: the largest deviation, with a margin.
+
+    Never below a small floor, so that a run whose α has not moved (an epoch of
+    weight-only warm-up) draws flat lines at zero instead of an axis of rounding noise.
+    """
+    largest = max((float(np.abs(d).max()) for d in deviations if d.size), default=0.0)
+    return max(1.1 * largest, _MIN_DEVIATION_LIMIT)
+
+
+def search_figure(workdir: str | Path, op_names: Sequence[str] | Mapping[str, Sequence[str]]):
+    """The workdir's α deviation per edge over the epochs (and NAS-Bench-201 look-ups).
+
+    A matplotlib figure (the caller closes it), or None when the workdir has no epoch
+    record yet. ``op_names`` names the ops: one list for every tensor, or one per tensor
+    name.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     records = read_history(workdir)
     if not records:
@@ -83,28 +103,38 @@ def write_search_plot(
     n = len(panels) + (1 if has_lookup else 0)
     cols = min(n, 3 if n <= 9 else 4)
     rows = -(-n // cols)
+    height = 2.2 * rows + 0.6  # the panels, and a band for the title and the legend
     # One draw, shared axes and no automatic layout: a plot of 28 edges takes a
     # fraction of a second instead of seconds, after every epoch.
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False, sharex=True
-    )
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height), squeeze=False, sharex=True)
     flat = axes.ravel()
+    deviations = {name: deviation_from_uniform(a) for name, a in alphas.items()}
+    limit = deviation_limit(list(deviations.values()))
     for ax, (name, e) in zip(flat, panels, strict=False):
-        a = alphas[name]
+        d = deviations[name]
         columns = column_names(op_names, name)
-        for j in range(a.shape[2]):
+        ax.axhline(0.0, color="0.6", linewidth=0.8)
+        for j in range(d.shape[2]):
             label = columns[j] if j < len(columns) else f"op {j}"
-            ax.plot(epochs, a[:, e, j], marker=".", label=label)
+            ax.plot(epochs, d[:, e, j], marker=".", label=label)
         # A tensor of one row (a choice point) is titled by its name alone.
-        ax.set_title(name if a.shape[1] == 1 else f"{name} edge {e}", fontsize=8, pad=2)
-        ax.set_ylim(0, 1)
-        ax.set_yticks([0, 0.5, 1])
+        ax.set_title(name if d.shape[1] == 1 else f"{name} edge {e}", fontsize=8, pad=2)
+        ax.set_ylim(-limit, limit)
         ax.tick_params(labelsize=7)
     if panels and isinstance(op_names, Mapping):
         for ax, _ in zip(flat, panels, strict=False):  # each choice has its own candidates
             ax.legend(fontsize=6, loc="upper left")
     elif panels:
-        flat[0].legend(fontsize=6, loc="upper left")
+        handles, labels = flat[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            ncol=len(labels),
+            fontsize=7,
+            bbox_to_anchor=(0.5, 1 - 0.3 / height),
+            frameon=False,
+        )
     if has_lookup:
         ax = flat[len(panels)]
         for field, label in NB201_FIELDS:
@@ -116,9 +146,44 @@ def write_search_plot(
         ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("epoch", fontsize=8)
-    fig.suptitle(f"α softmax per edge over the epochs ({Path(workdir).name})", fontsize=10)
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.08, top=0.92, wspace=0.25, hspace=0.45)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    num_ops = sorted({a.shape[2] for a in alphas.values()})
+    uniform = " or ".join(f"1/{k}" for k in num_ops) if num_ops else "1/num_ops"
+    fig.suptitle(
+        f"α softmax minus uniform ({uniform}) per edge over the epochs, grey line = uniform "
+        f"({Path(workdir).name})",
+        fontsize=10,
+        y=1 - 0.05 / height,
+        va="top",
+    )
+    fig.subplots_adjust(
+        left=0.05,
+        right=0.98,
+        bottom=0.5 / height,
+        top=1 - 0.75 / height,
+        wspace=0.25,
+        hspace=0.45,
+    )
+    return fig
+
+
+def write_search_plot(
+    workdir: str | Path,
+    op_names: Sequence[str] | Mapping[str, Sequence[str]],
+    path: str | Path | None = None,
+) -> Path | None:
+    """Writes ``search_figure`` as a PNG (``alpha.png`` in the workdir unless ``path``).
+
+    Returns the PNG's path, or None when the workdir has no epoch record yet.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = search_figure(workdir, op_names)
+    if fig is None:
+        return None
     out = Path(path) if path is not None else Path(workdir) / PLOT_NAME
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=80)
+    finally:
+        plt.close(fig)
     return out
