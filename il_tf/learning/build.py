@@ -58,10 +58,12 @@ def build_engine(
     strategy: tf.distribute.Strategy,
     total_weight_steps: int,
     plan: Plan | None = None,
+    total_arch_steps: int = 1,
 ) -> SearchEngine:
     """The search engine of ``config`` for these learners under ``strategy``.
 
-    ``total_weight_steps`` is the length of the weights' cosine schedule; ``plan`` the
+    ``total_weight_steps`` is the length of the weights' cosine schedule,
+    ``total_arch_steps`` that of α's (when ``OptimizerSettings.arch_lr_min`` is set); ``plan`` the
     memory and compile plan (default: ``choose_plan(config, learners)``).
     """
     plan = plan or choose_plan(config, learners)
@@ -75,4 +77,5 @@ def build_engine(
         total_weight_steps=total_weight_steps,
         jit_compile=config.jit_compile,
         segmented_gradients=plan.segmented_gradients,
+        total_arch_steps=total_arch_steps,
     )

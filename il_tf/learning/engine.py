@@ -35,7 +35,13 @@ from il_tf.settings_checks import check_number
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class OptimizerSettings:
-    """Weight and architecture optimizers (DARTS search defaults, docs/design.md, "Reference settings")."""
+    """Weight and architecture optimizers (DARTS search defaults, docs/design.md, "Reference settings").
+
+    ``arch_lr_min``: None keeps the architecture learning rate at ``arch_lr`` (as
+    DARTS); a number decays it from ``arch_lr`` to that value along a cosine over the
+    search's architecture steps (as the weights' from ``weight_lr`` to ``weight_lr_min``),
+    so that the last epochs change α less and the derived cell settles.
+    """
 
     weight_lr: float = 0.025
     weight_lr_min: float = 0.001
@@ -43,6 +49,7 @@ class OptimizerSettings:
     weight_decay: float = 3e-4
     clip_norm: float = 5.0
     arch_lr: float = 3e-4
+    arch_lr_min: float | None = None
     arch_beta1: float = 0.5
     arch_beta2: float = 0.999
     arch_weight_decay: float = 1e-3
@@ -53,9 +60,30 @@ class OptimizerSettings:
             check_number(owner, name, getattr(self, name), minimum=0, above_minimum=True)
         for name in ("weight_lr_min", "weight_decay", "clip_norm", "arch_weight_decay"):
             check_number(owner, name, getattr(self, name), minimum=0)
+        if self.arch_lr_min is not None:
+            check_number(
+                owner,
+                "arch_lr_min",
+                self.arch_lr_min,
+                minimum=0,
+                maximum=self.arch_lr,
+                note=" (at most arch_lr), or None for a constant arch_lr",
+            )
         check_number(owner, "momentum", self.momentum, minimum=0, maximum=1, below_maximum=True)
         for name in ("arch_beta1", "arch_beta2"):
             check_number(owner, name, getattr(self, name), minimum=0, maximum=1, below_maximum=True)
+
+    def arch_learning_rate(
+        self, total_arch_steps: int
+    ) -> float | keras.optimizers.schedules.LearningRateSchedule:
+        """Adam's learning rate for α: ``arch_lr``, or its cosine decay over the given steps."""
+        if self.arch_lr_min is None:
+            return self.arch_lr
+        return keras.optimizers.schedules.CosineDecay(
+            self.arch_lr,
+            decay_steps=max(1, total_arch_steps),
+            alpha=self.arch_lr_min / self.arch_lr,
+        )
 
 
 class NonFiniteLossError(RuntimeError):
@@ -146,6 +174,8 @@ class SearchEngine:
       proximity: λ of the chain's proximity term λ‖W − W_anchor‖².
       optimizers: learning rates, weight decay, clipping and the rest.
       total_weight_steps: length of the cosine schedule, in weight steps.
+      total_arch_steps: length of the architecture learning rate's cosine schedule,
+        in architecture steps (used when ``optimizers.arch_lr_min`` is set).
       jit_compile: compile the steps with XLA.
       segmented_gradients: every gradient one supernet segment at a time,
         recomputing activations (``StepFunctions``): less memory, one more forward.
@@ -162,6 +192,7 @@ class SearchEngine:
         total_weight_steps: int,
         jit_compile: bool = False,
         segmented_gradients: bool = False,
+        total_arch_steps: int = 1,
     ):
         # An unknown method fails before anything is built.
         self.method = hypergradients.get_method(method)
@@ -185,7 +216,9 @@ class SearchEngine:
             # reference PyTorch SGD/Adam), not by the optimizers (decoupled).
             self.weight_optimizer = keras.optimizers.SGD(lr, momentum=optimizers.momentum)
             self.arch_optimizer = keras.optimizers.Adam(
-                optimizers.arch_lr, beta_1=optimizers.arch_beta1, beta_2=optimizers.arch_beta2
+                optimizers.arch_learning_rate(total_arch_steps),
+                beta_1=optimizers.arch_beta1,
+                beta_2=optimizers.arch_beta2,
             )
             self.weight_variables = list(self.model.encoder.trainable_variables) + [
                 v for h in self.model.heads for v in h.trainable_variables

@@ -97,7 +97,12 @@ class _Run:
         self.total_iterations = config.epochs * self.ipe
         self.plan = choose_plan(config, self.datas, space)
         self.engine = build_engine(
-            config, self.datas, strategy, self.total_iterations * self.schedule.num_steps, self.plan
+            config,
+            self.datas,
+            strategy,
+            self.total_iterations * self.schedule.num_steps,
+            self.plan,
+            total_arch_steps=(config.epochs - config.arch_warmup_epochs) * self.ipe,
         )
         self.model = self.engine.model
         self.state = RunState(self.engine, self.names, self.schedule, config.seed, self.ipe)

@@ -50,6 +50,7 @@ def _one_iteration(method: str, jit_compile: bool):
     ]
 
 
+@pytest.mark.slow
 def test_supernet_gradients_compile_with_xla():
     """Every op of the supernet (all 8, partial channels) has an XLA kernel."""
     model = _build()
@@ -76,3 +77,30 @@ def test_xla_compiled_iteration_equals_plain_graph(method):
     compiled = _one_iteration(method, jit_compile=True)
     for a, b in zip(plain, compiled, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_arch_learning_rate_decays_from_arch_lr_to_arch_lr_min():
+    schedule = make_schedule(2, 1, "interleaved", steps_per_stage=1)
+    settings = OptimizerSettings(arch_lr=0.2, arch_lr_min=0.02)
+    engine = SearchEngine(
+        tf.distribute.get_strategy(),
+        _build,
+        schedule,
+        "first_order",
+        0.0,
+        settings,
+        total_weight_steps=10,
+        total_arch_steps=8,
+    )
+    rates = []
+    for step in (0, 4, 8, 20):
+        engine.arch_optimizer.iterations.assign(step)
+        rates.append(float(engine.arch_optimizer.learning_rate))
+    # A cosine over the 8 architecture steps, then held at its end.
+    np.testing.assert_allclose(rates, [0.2, 0.11, 0.02, 0.02], rtol=1e-6)
+    assert OptimizerSettings(arch_lr=0.2).arch_learning_rate(8) == 0.2  # constant (DARTS)
+
+
+def test_arch_lr_min_above_arch_lr_is_refused():
+    with pytest.raises(ValueError, match=r"OptimizerSettings.arch_lr_min must be .*got 0.5"):
+        OptimizerSettings(arch_lr=0.1, arch_lr_min=0.5)

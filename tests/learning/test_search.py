@@ -18,7 +18,7 @@ from il_tf.learning import search as search_lib
 from il_tf.learning.search import SearchConfig, SearchError, run_search
 from il_tf.rundir import RunDir, RunDirError
 from il_tf.spaces.factories import darts_supernet
-from il_tf.spaces.genotypes import Genotype, load_genotype, load_genotype_with_metadata
+from il_tf.spaces.genotypes import Genotype, load_genotype_with_metadata
 
 from ..conftest import PROJECT_ROOT
 
@@ -281,8 +281,12 @@ def test_quickstart_tool_writes_genotype_and_workdir(tmp_path):
     "binding, message",
     [
         ("SearchConfig.method = 'second_order'", "unknown hypergradient method 'second_order'"),
-        ("SearchConfig.rounds = 0", "SearchConfig.rounds must be an int >= 1, got 0"),
-        ("SearchConfig.nonsense = 1", "nonsense"),
+        pytest.param(
+            "SearchConfig.rounds = 0",
+            "SearchConfig.rounds must be an int >= 1, got 0",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param("SearchConfig.nonsense = 1", "nonsense", marks=pytest.mark.slow),
     ],
 )
 def test_tool_rejects_bad_settings(tmp_path, binding, message):
@@ -298,18 +302,11 @@ def test_tool_rejects_bad_settings(tmp_path, binding, message):
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 
-@pytest.mark.slow
-def test_quickstart_as_in_the_readme(tmp_path):
-    proc = run_tool("--gin_file=gin_configs/quickstart.gin", f"--workdir={tmp_path}", timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert isinstance(load_genotype(tmp_path / "genotype.json"), Genotype)
-
-
 @pytest.mark.parametrize(
     "method, mode",
     [
-        ("chain_finite_difference", "eager"),
-        ("chain_finite_difference", "eager segmented"),
+        pytest.param("chain_finite_difference", "eager", marks=pytest.mark.slow),
+        pytest.param("chain_finite_difference", "eager segmented", marks=pytest.mark.slow),
         pytest.param("chain_exact", "eager", marks=pytest.mark.slow),
         pytest.param("per_learner_finite_difference", "eager", marks=pytest.mark.slow),
         pytest.param("unrolled", "eager", marks=pytest.mark.slow),
@@ -347,7 +344,12 @@ def test_mixed_bfloat16_search_keeps_alpha_float32(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "setting", ["graph_optimizer", "constant_folding"], ids=["no optimizer", "no folding"]
+    "setting",
+    [
+        pytest.param("graph_optimizer", marks=pytest.mark.slow),
+        pytest.param("constant_folding", marks=pytest.mark.slow),
+    ],
+    ids=["no optimizer", "no folding"],
 )
 def test_search_without_graph_optimizations_computes_the_same_and_restores_them(tmp_path, setting):
     config = tiny_config(method="first_order", epochs=1, iterations_per_epoch=2)
