@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from il_tf.models.networks import drop_path_rate_weight
 from il_tf.spaces.choice_genotype import ChoiceGenotype
 from il_tf.spaces.choice_space import build_backbone
 
@@ -38,14 +39,7 @@ class ChoiceNetwork(keras.Model):
         self.backbone = build_backbone(genotype, image_shape)
         self.classifier = keras.layers.Dense(num_classes, dtype="float32", name="classifier")
         # The training loop ramps this; nothing here reads it (no drop-path).
-        self.drop_path_rate = self.add_weight(
-            shape=(),
-            initializer="zeros",
-            trainable=False,
-            name="drop_path_rate",
-            dtype="float32",
-            autocast=False,
-        )
+        self.drop_path_rate = drop_path_rate_weight(self)
 
     def call(self, images, training=False, seed=None, with_aux=False):
         logits = self.classifier(self.backbone(images, training=training))

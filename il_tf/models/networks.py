@@ -47,6 +47,18 @@ NETWORK_KINDS = ("cifar", "imagenet")
 AUXILIARY_HEAD_NAME = "auxiliary_head"
 
 
+def drop_path_rate_weight(model: keras.Model) -> keras.Variable:
+    """The network's drop-path rate: a float32 scalar the training loop ramps (not trained)."""
+    return model.add_weight(
+        shape=(),
+        initializer="zeros",
+        trainable=False,
+        name="drop_path_rate",
+        dtype="float32",
+        autocast=False,
+    )
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
@@ -294,14 +306,7 @@ class GenotypeNetwork(keras.Model):
         self.genotype = genotype
         self.num_classes = num_classes
         self.config = config
-        self.drop_path_rate = self.add_weight(
-            shape=(),
-            initializer="zeros",
-            trainable=False,
-            name="drop_path_rate",
-            dtype="float32",
-            autocast=False,
-        )
+        self.drop_path_rate = drop_path_rate_weight(self)
         layers = config.layers
         c_curr = config.channels
         self.cells = []

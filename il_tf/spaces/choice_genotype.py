@@ -23,9 +23,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from il_tf.spaces.genotypes import GENOTYPE_FORMAT, check_record_format
+
 #: The ``space`` field of a choices genotype.
 CHOICES_SPACE = "choices"
-GENOTYPE_FORMAT = "il_tf.genotype/v1"
 #: What a choice or candidate name may hold: ``/``-separated parts of letters, digits,
 #: ``_`` and ``-`` (the architecture tensors are named with ``.`` in place of ``/``).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
@@ -104,15 +105,7 @@ class ChoiceGenotype:
     @classmethod
     def from_json_dict(cls, d: Mapping[str, Any]) -> ChoiceGenotype:
         """Inverse of :meth:`to_json_dict`; each field's type is checked, extra keys ignored."""
-        if not isinstance(d, Mapping):
-            raise ChoiceGenotypeError(
-                f"a genotype record must be a JSON object (dict), got {type(d).__name__}"
-            )
-        fmt = d.get("format", GENOTYPE_FORMAT)
-        if fmt != GENOTYPE_FORMAT:
-            raise ChoiceGenotypeError(
-                f"unsupported genotype format {fmt!r}; this version reads {GENOTYPE_FORMAT!r}"
-            )
+        check_record_format(d, ChoiceGenotypeError)
         if d.get("space") != CHOICES_SPACE:
             raise ChoiceGenotypeError(
                 f"genotype record is for search space {d.get('space')!r}, not {CHOICES_SPACE!r}"

@@ -151,6 +151,16 @@ def _coerce_concat(name: str, value: Any) -> tuple[int, ...]:
     return tuple(int(c) for c in value)
 
 
+def check_record_format(d: Any, error: type[Exception]) -> None:
+    """Raises ``error`` unless ``d`` is a JSON object whose ``format`` (if given) is
+    this version's genotype format."""
+    if not isinstance(d, Mapping):
+        raise error(f"a genotype record must be a JSON object (dict), got {type(d).__name__}")
+    fmt = d.get("format", GENOTYPE_FORMAT)
+    if fmt != GENOTYPE_FORMAT:
+        raise error(f"unsupported genotype format {fmt!r}; this version reads {GENOTYPE_FORMAT!r}")
+
+
 @dataclass(frozen=True)
 class Genotype:
     """A discrete DARTS cell pair (normal and reduction cell), validated on construction.
@@ -263,15 +273,7 @@ class Genotype:
         ``format`` and ``space`` may be omitted (hand-written files); when present
         they must be ``il_tf.genotype/v1`` and ``darts``.
         """
-        if not isinstance(d, Mapping):
-            raise GenotypeError(
-                f"a genotype record must be a JSON object (dict), got {type(d).__name__}"
-            )
-        fmt = d.get("format", GENOTYPE_FORMAT)
-        if fmt != GENOTYPE_FORMAT:
-            raise GenotypeError(
-                f"unsupported genotype format {fmt!r}; this version reads {GENOTYPE_FORMAT!r}"
-            )
+        check_record_format(d, GenotypeError)
         space = d.get("space", DARTS_SPACE)
         if space != DARTS_SPACE:
             raise GenotypeError(
