@@ -343,10 +343,14 @@ class _Run:
     def train(self) -> dict[str, Any]:
         """Trains to the end (or for ``steps_per_run`` steps); returns the results record."""
         config, data = self.config, self.data
+        if getattr(self.genotype, "space", None) == "choices":
+            what = f"the network of builder {self.genotype.builder}"
+        else:
+            what = f"the {self.network.kind} network"
         logging.info(
-            "training %s network on %r: %d epochs x %d steps, global batch %d, %d replica(s), "
+            "training %s on %r: %d epochs x %d steps, global batch %d, %d replica(s), "
             "evaluating on %r",
-            self.network.kind, data.name, config.epochs, self.steps_per_epoch, data.batch_size,
+            what, data.name, config.epochs, self.steps_per_epoch, data.batch_size,
             self.strategy.num_replicas_in_sync, self.eval_split,
         )  # fmt: skip
         if not self.select_best and self.progress != "none":
