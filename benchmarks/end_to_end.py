@@ -78,6 +78,8 @@ def run(name: str, workdir: str) -> dict:
     if name == "tests":
         summary = [line for line in out.splitlines() if re.search(r" in [0-9.]+s", line)]
         record["summary"] = summary[-1].strip("= ") if summary else None
+        # The failing tests by name (pytest's short summary), so a record says what failed.
+        record["failed"] = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
     if proc.returncode:
         record["tail"] = out.strip().splitlines()[-5:]
     return record

@@ -203,8 +203,8 @@ def main(argv):
     print(json.dumps({"cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
     info, command, records = report.machine(), report.command_line(), []
     for workers in counts:
-        command = [sys.executable, os.path.abspath(__file__), "--worker", *sys.argv[1:]]
-        cluster = LocalCluster(command, workers=workers, out=None)
+        worker_command = [sys.executable, os.path.abspath(__file__), "--worker", *sys.argv[1:]]
+        cluster = LocalCluster(worker_command, workers=workers, out=None)
         code = cluster.run()
         results = [line.split("RESULT ", 1)[1] for line in cluster.lines if "RESULT " in line]
         if code or len(results) != workers:

@@ -112,6 +112,9 @@ def test_the_tool_passes_ctrl_c_on_to_the_workers(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        # As in a terminal's foreground: a test run started in the background (`cmd &`)
+        # inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         ready = [proc.stdout.readline(), proc.stdout.readline()]
